@@ -1,0 +1,32 @@
+// LibTorch helpers shared by the model code. Internal to the engine: this header
+// includes ATen, so only engine sources and engine-only tests may include it
+// (never anything that also sees protobuf or gRPC headers; see docs/torch-and-protobuf.md).
+#pragma once
+
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+#include "engine/safetensors.h"
+
+namespace blip2::engine {
+
+at::ScalarType ToScalarType(DType dtype);
+
+// "float32" | "float16" | "bfloat16" (also "fp32", "fp16", "bf16").
+absl::StatusOr<at::ScalarType> ParseComputeDType(const std::string& name);
+// "cpu", "cuda", "cuda:N"; FAILED_PRECONDITION when CUDA is asked for but absent.
+absl::StatusOr<at::Device> ParseDevice(const std::string& name);
+
+// Copies a mapped tensor into a new tensor of `dtype` on `device`.
+at::Tensor ToTensor(const TensorView& view, at::ScalarType dtype, const at::Device& device);
+
+at::Tensor Activate(const at::Tensor& x, Activation activation);
+
+// Turns an exception thrown by LibTorch into a status: out-of-memory becomes
+// RESOURCE_EXHAUSTED, anything else INTERNAL. `what` says which step failed.
+absl::Status StatusFromException(const std::exception& e, const std::string& what);
+
+}  // namespace blip2::engine

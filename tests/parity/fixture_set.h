@@ -1,0 +1,42 @@
+// Discovers fixture models and their reference tensors from a fixtures folder
+// (BLIP2_FIXTURES_DIR): every sub-folder with config.json and
+// reference.safetensors is a model; images live in images/. Nothing here knows
+// a model's name or size.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/safetensors.h"
+
+namespace blip2::testing {
+
+struct FixtureModel {
+  std::string name;
+  std::string dir;
+  nlohmann::json reference;  // reference.json
+  std::unique_ptr<engine::SafetensorsFile> tensors;  // reference.safetensors
+
+  bool HasTensor(const std::string& key) const { return tensors->tensors().count(key) > 0; }
+  // The reference tensor as float32 values (it may be stored in any float dtype).
+  std::vector<float> Values(const std::string& key) const;
+  std::vector<int64_t> Shape(const std::string& key) const;
+  std::vector<std::string> Keys() const;
+};
+
+std::vector<FixtureModel> DiscoverModels(const std::string& fixtures_dir);
+
+// The file in images/ whose name without extension is `stem`; empty if none.
+std::string FindImage(const std::string& fixtures_dir, const std::string& stem);
+
+struct Difference {
+  double max_abs = 0;
+  double mean_abs = 0;
+  double max_ref = 0;  // largest |reference| value
+};
+Difference Compare(const std::vector<float>& ours, const std::vector<float>& reference);
+
+}  // namespace blip2::testing

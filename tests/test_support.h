@@ -1,0 +1,17 @@
+// Helpers shared by the tests: where the fixtures are, scratch folders, files.
+#pragma once
+
+#include <string>
+
+namespace blip2::testing {
+
+// $BLIP2_FIXTURES_DIR, else the project's copy in tests/fixtures.
+std::string FixturesDir();
+
+// A fresh empty folder under the system temp dir, removed at exit.
+std::string MakeTempDir();
+
+void WriteFile(const std::string& path, const std::string& bytes);
+std::string ReadFileOrDie(const std::string& path);
+
+}  // namespace blip2::testing
