@@ -14,10 +14,11 @@ constexpr char kUsage[] =
     "usage: blip2 <command> [flags]\n"
     "commands:\n"
     "  encode --model DIR --image FILE [--image FILE ...] [--device cpu|cuda[:N]]\n"
-    "         [--dtype float32|float16|bfloat16] [--max-image-pixels N]\n"
+    "         [--dtype float32|float16|bfloat16] [--max-image-pixels N] [--config FILE]\n"
     "      Runs the image path (vision encoder, Q-Former, projection) and prints,\n"
     "      per image, the shape, mean and L2 norm of the projected query embeddings\n"
-    "      (of the Q-Former output for a retrieval checkpoint).\n";
+    "      (of the Q-Former output for a retrieval checkpoint). --config reads a\n"
+    "      blip2.config.EngineConfig in protobuf text format; flags override it.\n";
 
 }  // namespace
 

@@ -8,7 +8,7 @@
 namespace blip2::server {
 
 // blip2 encode --model DIR --image FILE [--image FILE ...] [--device D] [--dtype T]
-//              [--max-image-pixels N]
+//              [--max-image-pixels N] [--config FILE]
 int RunEncode(const std::vector<std::string>& args);
 
 }  // namespace blip2::server

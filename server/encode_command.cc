@@ -11,27 +11,43 @@
 #include "engine/image_encoder.h"
 #include "engine/image_preprocessor.h"
 #include "engine_config.pb.h"
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 #include "server/commands.h"
 #include "server/image_decoder.h"
 
 namespace blip2::server {
 namespace {
 
+using common::CliFlags;
+
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "blip2 encode: %s\n", std::string(status.ToString()).c_str());
   return 1;
 }
 
+// Defaults, then --config FILE (text format), then individual flags.
 absl::StatusOr<config::EngineConfig> ConfigFromFlags(const CliFlags& flags) {
   config::EngineConfig cfg;
-  cfg.set_model_dir(flags.Get("model", ""));
-  cfg.set_device(flags.Get("device", "cpu"));
-  cfg.set_dtype(flags.Get("dtype", "float32"));
-  auto max_pixels = flags.GetInt("max-image-pixels", DecodeLimits().max_pixels);
+  cfg.set_device("cpu");
+  cfg.set_dtype("float32");
+  cfg.set_max_image_pixels(DecodeLimits().max_pixels);
+  if (flags.Has("config")) {
+    const std::string path = flags.Get("config", "");
+    auto text = common::ReadFile(path);
+    if (!text.ok()) return text.status();
+    config::EngineConfig from_file;
+    if (!google::protobuf::TextFormat::ParseFromString(*text, &from_file)) {
+      return absl::InvalidArgumentError(path + ": not a valid blip2.config.EngineConfig in text format");
+    }
+    cfg.MergeFrom(from_file);  // fields set in the file replace the defaults
+  }
+  if (flags.Has("model")) cfg.set_model_dir(flags.Get("model", ""));
+  if (flags.Has("device")) cfg.set_device(flags.Get("device", ""));
+  if (flags.Has("dtype")) cfg.set_dtype(flags.Get("dtype", ""));
+  auto max_pixels = flags.GetInt("max-image-pixels", cfg.max_image_pixels());
   if (!max_pixels.ok()) return max_pixels.status();
   cfg.set_max_image_pixels(*max_pixels);
-  if (cfg.model_dir().empty()) return absl::InvalidArgumentError("--model DIR is required");
+  if (cfg.model_dir().empty()) return absl::InvalidArgumentError("--model DIR (or model_dir in --config) is required");
   if (cfg.max_image_pixels() <= 0) return absl::InvalidArgumentError("--max-image-pixels must be positive");
   return cfg;
 }
@@ -39,7 +55,7 @@ absl::StatusOr<config::EngineConfig> ConfigFromFlags(const CliFlags& flags) {
 }  // namespace
 
 int RunEncode(const std::vector<std::string>& args) {
-  auto flags = CliFlags::Parse(args, {"model", "image", "device", "dtype", "max-image-pixels"});
+  auto flags = CliFlags::Parse(args, {"config", "model", "image", "device", "dtype", "max-image-pixels"});
   if (!flags.ok()) return Fail(flags.status());
   auto cfg = ConfigFromFlags(*flags);
   if (!cfg.ok()) return Fail(cfg.status());

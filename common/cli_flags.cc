@@ -1,11 +1,11 @@
-#include "server/cli_flags.h"
+#include "common/cli_flags.h"
 
 #include <algorithm>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace blip2::server {
+namespace blip2::common {
 
 absl::StatusOr<CliFlags> CliFlags::Parse(const std::vector<std::string>& args, const std::vector<std::string>& known,
                                          const std::vector<std::string>& switches) {
@@ -52,4 +52,4 @@ absl::StatusOr<int64_t> CliFlags::GetInt(const std::string& name, int64_t fallba
   return v;
 }
 
-}  // namespace blip2::server
+}  // namespace blip2::common

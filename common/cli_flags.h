@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace blip2::server {
+namespace blip2::common {
 
 // Flags of one subcommand; a flag may repeat (`--image a --image b`).
 class CliFlags {
@@ -26,4 +26,4 @@ class CliFlags {
   std::map<std::string, std::vector<std::string>> values_;
 };
 
-}  // namespace blip2::server
+}  // namespace blip2::common
