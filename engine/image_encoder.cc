@@ -2,7 +2,11 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "engine/image_path.h"
 #include "engine/safetensors.h"
@@ -38,6 +42,7 @@ absl::StatusOr<std::unique_ptr<ImageEncoder>> ImageEncoder::Load(const EngineOpt
   ASSIGN_OR_RETURN(impl->device, ParseDevice(options.device));
   ASSIGN_OR_RETURN(at::ScalarType dtype, ParseComputeDType(options.dtype));
   ASSIGN_OR_RETURN(impl->checkpoint, Checkpoint::Open(options.model_dir));
+  const auto start = std::chrono::steady_clock::now();
   try {
     c10::InferenceMode guard;
     WeightLoader weights(*impl->checkpoint, impl->device);
@@ -46,6 +51,12 @@ absl::StatusOr<std::unique_ptr<ImageEncoder>> ImageEncoder::Load(const EngineOpt
   } catch (const std::exception& e) {
     return StatusFromException(e, absl::StrCat("loading ", options.model_dir));
   }
+  const Blip2Config& c = impl->spec.config;
+  common::LogInfo("engine", absl::StrFormat(
+      "loaded the image path of %s (vision %dx%d, Q-Former %dx%d, %d queries) on %s in %s in %.2f s",
+      options.model_dir, c.vision.num_hidden_layers, c.vision.hidden_size, c.qformer.num_hidden_layers,
+      c.qformer.hidden_size, c.num_query_tokens, options.device, options.dtype,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   return std::unique_ptr<ImageEncoder>(new ImageEncoder(std::move(impl)));
 }
 

@@ -116,10 +116,12 @@ RgbImage ResizeVertical(const RgbImage& in, int64_t out_height) {
 }  // namespace
 
 RgbImage ResizeBicubicAntialias(const RgbImage& image, int64_t out_width, int64_t out_height) {
-  RgbImage current = image;
-  if (out_width != current.width) current = ResizeHorizontal(current, out_width);
-  if (out_height != current.height) current = ResizeVertical(current, out_height);
-  return current;
+  const bool horizontal = out_width != image.width;
+  const bool vertical = out_height != image.height;
+  if (horizontal && vertical) return ResizeVertical(ResizeHorizontal(image, out_width), out_height);
+  if (horizontal) return ResizeHorizontal(image, out_width);
+  if (vertical) return ResizeVertical(image, out_height);
+  return image;
 }
 
 absl::StatusOr<std::vector<float>> PreprocessImage(const RgbImage& image, const ImageProcessorConfig& config) {

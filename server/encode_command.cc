@@ -61,9 +61,7 @@ int RunEncode(const std::vector<std::string>& args) {
   if (!cfg.ok()) return Fail(cfg.status());
   const std::vector<std::string> images = flags->GetAll("image");
   if (images.empty()) return Fail(absl::InvalidArgumentError("at least one --image FILE is required"));
-  std::string text;
-  google::protobuf::TextFormat::PrintToString(*cfg, &text);
-  spdlog::info("engine config: {}", text);
+  spdlog::info("engine config: {}", cfg->ShortDebugString());
 
   auto encoder = engine::ImageEncoder::Load({cfg->model_dir(), cfg->device(), cfg->dtype()});
   if (!encoder.ok()) return Fail(encoder.status());
