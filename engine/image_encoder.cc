@@ -2,14 +2,10 @@
 
 #include <c10/core/InferenceMode.h>
 
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "common/logging.h"
 #include "common/status_macros.h"
-#include "engine/image_path.h"
-#include "engine/safetensors.h"
+#include "engine/blip2_model.h"
 #include "engine/torch_util.h"
 
 namespace blip2::engine {
@@ -27,10 +23,7 @@ HostTensor ToHost(const at::Tensor& t) {
 }  // namespace
 
 struct ImageEncoder::Impl {
-  ModelSpec spec;
-  std::unique_ptr<Checkpoint> checkpoint;
-  at::Device device = at::kCPU;
-  std::optional<ImagePath> path;
+  std::unique_ptr<Blip2Model> model;
 };
 
 ImageEncoder::ImageEncoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -38,32 +31,14 @@ ImageEncoder::~ImageEncoder() = default;
 
 absl::StatusOr<std::unique_ptr<ImageEncoder>> ImageEncoder::Load(const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
-  ASSIGN_OR_RETURN(impl->spec, LoadModelSpec(options.model_dir));
-  ASSIGN_OR_RETURN(impl->device, ParseDevice(options.device));
-  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseComputeDType(options.dtype));
-  ASSIGN_OR_RETURN(impl->checkpoint, Checkpoint::Open(options.model_dir));
-  const auto start = std::chrono::steady_clock::now();
-  try {
-    c10::InferenceMode guard;
-    WeightLoader weights(*impl->checkpoint, impl->device);
-    ASSIGN_OR_RETURN(ImagePath path, ImagePath::Load(weights, impl->spec.config, dtype));
-    impl->path.emplace(std::move(path));
-  } catch (const std::exception& e) {
-    return StatusFromException(e, absl::StrCat("loading ", options.model_dir));
-  }
-  const Blip2Config& c = impl->spec.config;
-  common::LogInfo("engine", absl::StrFormat(
-      "loaded the image path of %s (vision %dx%d, Q-Former %dx%d, %d queries) on %s in %s in %.2f s",
-      options.model_dir, c.vision.num_hidden_layers, c.vision.hidden_size, c.qformer.num_hidden_layers,
-      c.qformer.hidden_size, c.num_query_tokens, options.device, options.dtype,
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
+  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/false));
   return std::unique_ptr<ImageEncoder>(new ImageEncoder(std::move(impl)));
 }
 
-const ModelSpec& ImageEncoder::spec() const { return impl_->spec; }
+const ModelSpec& ImageEncoder::spec() const { return impl_->model->spec; }
 
 std::vector<int64_t> ImageEncoder::pixel_shape() const {
-  const VisionConfig& v = impl_->spec.config.vision;
+  const VisionConfig& v = impl_->model->spec.config.vision;
   return {v.num_channels, v.image_size, v.image_size};
 }
 
@@ -81,11 +56,7 @@ absl::StatusOr<ImageEncoding> ImageEncoder::Encode(const std::vector<std::vector
   }
   try {
     c10::InferenceMode guard;
-    at::Tensor pixels = at::empty({static_cast<int64_t>(pixel_images.size()), shape[0], shape[1], shape[2]}, at::kFloat);
-    for (size_t i = 0; i < pixel_images.size(); ++i) {
-      std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), pixel_images[i].data(), per_image * sizeof(float));
-    }
-    const ImagePathOutput out = impl_->path->Forward(pixels.to(impl_->device));
+    const ImagePathOutput out = impl_->model->image_path->Forward(impl_->model->PixelBatch(pixel_images));
     ImageEncoding encoding;
     encoding.embeddings = ToHost(out.projected.defined() ? out.projected : out.qformer);
     if (include_intermediates) {

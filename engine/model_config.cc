@@ -271,6 +271,9 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(const std::string& json_t
   }
   g.no_repeat_ngram_size = f.Int("no_repeat_ngram_size", g.no_repeat_ngram_size);
   g.do_sample = f.Bool("do_sample", g.do_sample);
+  g.temperature = f.Double("temperature", g.temperature);
+  g.top_k = f.Int("top_k", g.top_k);
+  g.top_p = f.Double("top_p", g.top_p);
   RequirePositive(f, "num_beams", g.num_beams);
   RequirePositive(f, "num_return_sequences", g.num_return_sequences);
   if (g.repetition_penalty <= 0) f.Fail("repetition_penalty", "must be positive");

@@ -142,6 +142,9 @@ struct GenerationConfig {
   bool early_stopping_never = false;
   int64_t no_repeat_ngram_size = 0;
   bool do_sample = false;
+  double temperature = 1.0;
+  int64_t top_k = 50;
+  double top_p = 1.0;
 };
 
 // BlipImageProcessor settings.

@@ -33,9 +33,11 @@ absl::StatusOr<Linear> LoadLinear(const WeightLoader& w, const std::string& pref
 }
 
 absl::StatusOr<LayerNorm> LoadLayerNorm(const WeightLoader& w, const std::string& prefix, int64_t dim, double eps,
-                                        at::ScalarType dtype) {
+                                        at::ScalarType dtype, bool affine) {
   LayerNorm norm;
   norm.eps = eps;
+  norm.dim = dim;
+  if (!affine) return norm;
   ASSIGN_OR_RETURN(norm.weight, w.Get(prefix + ".weight", {dim}, dtype));
   ASSIGN_OR_RETURN(norm.bias, w.Get(prefix + ".bias", {dim}, dtype));
   return norm;

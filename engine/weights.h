@@ -37,17 +37,16 @@ struct Linear {
 };
 
 struct LayerNorm {
-  at::Tensor weight;
+  at::Tensor weight;  // [dim], or undefined (no elementwise affine)
   at::Tensor bias;
   double eps = 1e-5;
-  at::Tensor operator()(const at::Tensor& x) const {
-    return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
-  }
+  int64_t dim = 0;
+  at::Tensor operator()(const at::Tensor& x) const { return at::layer_norm(x, {dim}, weight, bias, eps); }
 };
 
 absl::StatusOr<Linear> LoadLinear(const WeightLoader& w, const std::string& prefix, int64_t in, int64_t out,
                                   at::ScalarType dtype, bool has_bias = true);
 absl::StatusOr<LayerNorm> LoadLayerNorm(const WeightLoader& w, const std::string& prefix, int64_t dim, double eps,
-                                        at::ScalarType dtype);
+                                        at::ScalarType dtype, bool affine = true);
 
 }  // namespace blip2::engine

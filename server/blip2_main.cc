@@ -18,7 +18,17 @@ constexpr char kUsage[] =
     "      Runs the image path (vision encoder, Q-Former, projection) and prints,\n"
     "      per image, the shape, mean and L2 norm of the projected query embeddings\n"
     "      (of the Q-Former output for a retrieval checkpoint). --config reads a\n"
-    "      blip2.config.EngineConfig in protobuf text format; flags override it.\n";
+    "      blip2.config.EngineConfig in protobuf text format; flags override it.\n"
+    "  generate --model DIR --image FILE [--prompt TEXT | --question TEXT]\n"
+    "         [--max-new-tokens N] [--min-new-tokens N] [--num-beams K] [--length-penalty L]\n"
+    "         [--early-stopping true|false|never] [--num-return-sequences N] [--temperature T]\n"
+    "         [--top-p P] [--top-k K] [--seed S] [--repetition-penalty R]\n"
+    "         [--no-repeat-ngram-size N] [--stop TEXT ...] [--stream] [--ids]\n"
+    "         [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16]\n"
+    "      Captions the image (no prompt) or continues the prompt; --question Q uses\n"
+    "      the checkpoints' \"Question: Q Answer:\" prompt. Prints one line of text per\n"
+    "      returned sequence, streams it (--stream), or prints the new token ids (--ids).\n"
+    "      Unset options take generation_config.json's values.\n";
 
 }  // namespace
 
@@ -32,6 +42,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "encode") return blip2::server::RunEncode(args);
+  if (command == "generate") return blip2::server::RunGenerate(args);
   std::fprintf(stderr, "blip2: unknown command \"%s\"\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -11,4 +11,8 @@ namespace blip2::server {
 //              [--max-image-pixels N] [--config FILE]
 int RunEncode(const std::vector<std::string>& args);
 
+// blip2 generate --model DIR --image FILE [--prompt TEXT | --question TEXT] [decoding flags]
+//                [--stream] [--ids]
+int RunGenerate(const std::vector<std::string>& args);
+
 }  // namespace blip2::server

@@ -1,0 +1,165 @@
+#include "engine/captioner.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/blip2_model.h"
+#include "engine/generator.h"
+#include "engine/tokenizer/stream_decoder.h"
+#include "engine/tokenizer/unicode.h"
+#include "engine/torch_util.h"
+
+namespace blip2::engine {
+namespace {
+
+const char* ReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop_string";
+  }
+  return "?";
+}
+
+// Where the earliest stop string starts in `text`, or npos.
+size_t FindStop(const std::string& text, const std::vector<std::string>& stops) {
+  size_t first = std::string::npos;
+  for (const std::string& s : stops) first = std::min(first, text.find(s));
+  return first;
+}
+
+// Streams sequence 0's text, holding back what could still turn out to be the
+// start of a stop string.
+class TextStreamer {
+ public:
+  TextStreamer(const BpeTokenizer& tok, const std::vector<std::string>& stops, const TextSink& sink)
+      : decoder_(tok, /*skip_special_tokens=*/true), stops_(stops), sink_(sink) {
+    for (const auto& s : stops) hold_ = std::max(hold_, s.size() - 1);
+  }
+
+  // Returns true when a stop string has appeared.
+  bool Push(int64_t token, bool is_eos) {
+    if (!is_eos) text_ += decoder_.Push(token).value_or("");
+    const size_t stop = FindStop(text_, stops_);
+    if (stop != std::string::npos) {
+      Emit(stop);
+      return true;
+    }
+    size_t safe = text_.size() > hold_ ? text_.size() - hold_ : 0;
+    while (safe > emitted_ && safe < text_.size() && (static_cast<uint8_t>(text_[safe]) & 0xC0) == 0x80) --safe;
+    Emit(safe);
+    return false;
+  }
+  void Finish() {
+    text_ += decoder_.Finish();
+    Emit(std::min(text_.size(), FindStop(text_, stops_)));
+  }
+
+ private:
+  void Emit(size_t upto) {
+    if (upto > emitted_) {
+      sink_(text_.substr(emitted_, upto - emitted_));
+      emitted_ = upto;
+    }
+  }
+  StreamDecoder decoder_;
+  const std::vector<std::string>& stops_;
+  const TextSink& sink_;
+  size_t hold_ = 0;
+  std::string text_;
+  size_t emitted_ = 0;
+};
+
+}  // namespace
+
+struct Captioner::Impl {
+  std::unique_ptr<Blip2Model> model;
+  std::unique_ptr<BpeTokenizer> tokenizer;
+  GenerationLimits limits;
+};
+
+Captioner::Captioner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Captioner::~Captioner() = default;
+
+absl::StatusOr<std::unique_ptr<Captioner>> Captioner::Load(const EngineOptions& options,
+                                                           const GenerationLimits& limits) {
+  auto impl = std::make_unique<Impl>();
+  impl->limits = limits;
+  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
+  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
+  return std::unique_ptr<Captioner>(new Captioner(std::move(impl)));
+}
+
+const ModelSpec& Captioner::spec() const { return impl_->model->spec; }
+const BpeTokenizer& Captioner::tokenizer() const { return *impl_->tokenizer; }
+
+std::vector<int64_t> Captioner::pixel_shape() const {
+  const VisionConfig& v = spec().config.vision;
+  return {v.num_channels, v.image_size, v.image_size};
+}
+
+absl::StatusOr<std::vector<int64_t>> Captioner::InputIds(const std::string& prompt) const {
+  ASSIGN_OR_RETURN(std::vector<int64_t> text_ids, impl_->tokenizer->Encode(prompt, /*add_special_tokens=*/true));
+  std::vector<int64_t> ids(spec().processor_num_query_tokens, *spec().config.image_token_index);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  return ids;
+}
+
+absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request, const TextSink& on_text) const {
+  const Blip2Model& model = *impl_->model;
+  ASSIGN_OR_RETURN(GenerationParams params,
+                   ResolveGenerationParams(spec().generation, request.overrides, impl_->limits));
+  if (request.pixels.size() != static_cast<size_t>(pixel_shape()[0] * pixel_shape()[1] * pixel_shape()[2])) {
+    return absl::InvalidArgumentError(absl::StrCat("image has ", request.pixels.size(), " pixel values; expected ",
+                                                   pixel_shape()[0] * pixel_shape()[1] * pixel_shape()[2]));
+  }
+  if (!IsValidUtf8(request.prompt)) return absl::InvalidArgumentError("prompt is not valid UTF-8");
+  ASSIGN_OR_RETURN(std::vector<int64_t> input_ids, InputIds(request.prompt));
+  const int64_t total = static_cast<int64_t>(input_ids.size()) + params.max_new_tokens;
+  const int64_t max_positions = spec().config.opt.max_position_embeddings;
+  if (total > max_positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", input_ids.size(), " tokens (", spec().processor_num_query_tokens,
+        " of them image tokens) plus max_new_tokens ", params.max_new_tokens, " exceeds the model's ",
+        max_positions, " positions (max_position_embeddings)"));
+  }
+  const BpeTokenizer& tok = *impl_->tokenizer;
+  const bool stream = on_text && params.num_beams == 1;
+  TextStreamer streamer(tok, params.stop_strings, on_text);
+  GenerationHooks hooks;
+  if (stream || !params.stop_strings.empty()) {
+    hooks.on_token = [&](int64_t seq, int64_t token, const std::vector<int64_t>& generated) {
+      if (seq == 0 && stream) return streamer.Push(token, /*is_eos=*/false);
+      if (params.stop_strings.empty()) return false;
+      auto text = tok.Decode(generated, /*skip_special_tokens=*/true);
+      return text.ok() && FindStop(*text, params.stop_strings) != std::string::npos;
+    };
+  }
+  std::vector<Hypothesis> hyps;
+  try {
+    c10::InferenceMode guard;
+    const at::Tensor embeds = model.image_path->Forward(model.PixelBatch({request.pixels})).projected[0];
+    hyps = engine::Generate(*model.opt, embeds, input_ids, params, hooks);
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "generating");
+  }
+  if (stream) streamer.Finish();
+  CaptionResult result;
+  result.prompt_tokens = static_cast<int64_t>(input_ids.size());
+  for (const Hypothesis& h : hyps) {
+    GeneratedSequence seq;
+    seq.token_ids = h.tokens;
+    seq.finish_reason = ReasonName(h.reason);
+    std::vector<int64_t> text_ids = h.tokens;
+    if (h.reason == FinishReason::kEos && !text_ids.empty()) text_ids.pop_back();
+    ASSIGN_OR_RETURN(seq.text, tok.Decode(text_ids, /*skip_special_tokens=*/true));
+    if (const size_t stop = FindStop(seq.text, params.stop_strings); stop != std::string::npos) seq.text.resize(stop);
+    result.sequences.push_back(std::move(seq));
+  }
+  return result;
+}
+
+}  // namespace blip2::engine

@@ -1,0 +1,70 @@
+// OPTForCausalLM as BLIP-2 uses it: learned positions (offset 2), pre-LN blocks
+// (post-LN when do_layer_norm_before is false), ReLU MLP, optional
+// project_in/project_out, output head tied to the input embeddings unless
+// `lm_head.weight` is stored. Runs steps over a packed batch of sequences that
+// each read and extend their own KV-cache slot, so prefills and decodes of
+// unrelated requests can share one step. Internal (ATen).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache.h"
+#include "engine/model_config.h"
+#include "engine/weights.h"
+
+namespace blip2::engine {
+
+// One sequence's part of a step.
+struct DecoderInput {
+  int64_t slot = 0;                // its KV-cache slot
+  int64_t cached = 0;              // tokens already in the slot; the first new token's position
+  std::vector<int64_t> token_ids;  // new tokens (a prefill: many; a decode: one)
+  // [Q, D] rows that replace the embeddings of the `<image>` tokens among
+  // token_ids, in order (the projected Q-Former output); undefined if none.
+  at::Tensor image_embeds;
+  bool all_logits = false;  // logits for every new token instead of only the last
+};
+
+class OptDecoder {
+ public:
+  // Reads `language_model.*` in `dtype`. `image_token_index` marks the
+  // placeholder tokens whose embeddings image_embeds replace.
+  static absl::StatusOr<OptDecoder> Load(const WeightLoader& weights, const OptConfig& config,
+                                         std::optional<int64_t> image_token_index, at::ScalarType dtype);
+
+  // Appends each input's tokens to its slot and returns float32 logits: for
+  // each input in order, one row (its last token) or one row per new token.
+  // Call under c10::InferenceMode. Callers check positions fit the cache and
+  // max_position_embeddings.
+  at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const;
+
+  // A cache shaped for this model.
+  KvCache MakeCache(int64_t slots, int64_t max_len) const;
+
+  const OptConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return embed_tokens_.device(); }
+
+ private:
+  struct Layer {
+    Linear q, k, v, out, fc1, fc2;
+    std::optional<LayerNorm> attn_norm, mlp_norm;
+  };
+
+  OptConfig config_;
+  std::optional<int64_t> image_token_index_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Tensor embed_tokens_;     // [V, Dw]
+  at::Tensor embed_positions_;  // [max_positions + 2, D]
+  std::optional<Linear> project_in_, project_out_;
+  std::vector<Layer> layers_;
+  std::optional<LayerNorm> final_norm_;
+  at::Tensor lm_head_;  // [V, Dw]
+};
+
+}  // namespace blip2::engine
