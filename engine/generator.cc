@@ -190,7 +190,7 @@ std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& 
     const float best_possible =
         running_scores[0] / static_cast<float>(std::pow(static_cast<double>(best_len), p.length_penalty));
     const bool now_all_finished = std::all_of(is_finished.begin(), is_finished.end(), [](bool f) { return f; });
-    float worst = kNeverScore;
+    float worst = finished[0].score;
     for (const auto& h : finished) worst = std::min(worst, h.score);
     improvement_possible = improvement_possible && (!now_all_finished || best_possible > worst);
     const bool every_candidate_stopped = std::all_of(hits.begin(), hits.end(), [](bool h) { return h; });

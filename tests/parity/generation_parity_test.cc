@@ -1,0 +1,220 @@
+// Language-model parity with transformers, data-driven over any fixtures folder
+// (BLIP2_FIXTURES_DIR): every OPT model folder whose reference.json has "cases".
+//   <case>.logits                        full-forward logits over the case's input_ids
+//   <case>.greedy_min12.step_logits      raw logits of each greedy step, through the KV cache
+//   cases[*].generate[*]                 every generate run: kwargs -> exactly the same new ids
+//   batched_left_padded + batched.logits three unrelated sequences packed in one step
+// Pixels come from the reference pixel_values.<image> of any fixture model.
+#include <c10/core/InferenceMode.h>
+
+#include <filesystem>
+
+#include "engine/blip2_model.h"
+#include "engine/generator.h"
+#include "engine/logits_processors.h"
+#include "tests/catch.h"
+#include "tests/parity/fixture_set.h"
+#include "tests/parity/parity_checks.h"
+#include "tests/test_support.h"
+
+namespace blip2::testing {
+namespace {
+
+using nlohmann::json;
+
+std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
+  for (const FixtureModel& m : all) {
+    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
+  }
+  FAIL("no fixture has pixel_values." << image);
+  return {};
+}
+
+engine::HostTensor ToHost(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+  return {std::vector<int64_t>(c.sizes().begin(), c.sizes().end()),
+          std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
+}
+
+// transformers' generate kwargs as our overrides.
+engine::GenerationOverrides OverridesFromKwargs(const json& kw) {
+  engine::GenerationOverrides o;
+  for (const auto& [key, value] : kw.items()) {
+    if (key == "max_new_tokens") o.max_new_tokens = value.get<int64_t>();
+    else if (key == "min_new_tokens") o.min_new_tokens = value.get<int64_t>();
+    else if (key == "num_beams") o.num_beams = value.get<int64_t>();
+    else if (key == "num_return_sequences") o.num_return_sequences = value.get<int64_t>();
+    else if (key == "length_penalty") o.length_penalty = value.get<double>();
+    else if (key == "repetition_penalty") o.repetition_penalty = value.get<double>();
+    else if (key == "no_repeat_ngram_size") o.no_repeat_ngram_size = value.get<int64_t>();
+    else if (key == "early_stopping")
+      o.early_stopping = value.is_string() ? engine::EarlyStopping::kNever
+                         : value.get<bool>() ? engine::EarlyStopping::kTrue
+                                             : engine::EarlyStopping::kFalse;
+    else if (key == "eos_token_id")
+      o.eos_token_ids = value.is_array() ? value.get<std::vector<int64_t>>() : std::vector<int64_t>{value.get<int64_t>()};
+    else FAIL("generate kwarg not understood: " << key);
+  }
+  o.seed = 0;
+  return o;
+}
+
+// The padding transformers puts after a shorter returned sequence.
+int64_t PadId(const engine::ModelSpec& spec) {
+  const int64_t pad = spec.generation.pad_token_id.value_or(0);
+  return pad != 0 || spec.generation.eos_token_id.empty() ? pad : spec.generation.eos_token_id[0];
+}
+
+TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match transformers") {
+  const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+  int models_checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(FixturesDir())) {
+    const std::string dir = entry.path().string();
+    auto spec = engine::LoadModelSpec(dir);
+    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
+    const json reference = json::parse(ReadFileOrDie(dir + "/reference.json"));
+    if (!reference.contains("cases")) continue;
+    const FixtureModel* tensors = nullptr;
+    for (const FixtureModel& m : models) {
+      if (m.dir == dir) tensors = &m;
+    }
+    auto model = engine::Blip2Model::Load({dir, TestDevice(), "float32"}, /*with_language_model=*/true);
+    INFO(dir << ": " << model.status().ToString());
+    REQUIRE(model.ok());
+    const engine::Blip2Model& m = **model;
+    c10::InferenceMode guard;
+    int runs = 0;
+    for (const auto& [case_name, c] : reference["cases"].items()) {
+      INFO(dir << " case " << case_name);
+      const std::vector<int64_t> input_ids = c["input_ids"].get<std::vector<int64_t>>();
+      const at::Tensor embeds =
+          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
+      if (tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
+        engine::KvCache cache = m.opt->MakeCache(1, static_cast<int64_t>(input_ids.size()));
+        engine::DecoderInput in;
+        in.token_ids = input_ids;
+        in.image_embeds = embeds;
+        in.all_logits = true;
+        CheckTensor(*tensors, case_name + ".logits", ToHost(m.opt->Step({in}, cache).unsqueeze(0)));
+      }
+      const std::string steps_key = case_name + ".greedy_min12.step_logits";
+      if (tensors != nullptr && tensors->HasTensor(steps_key)) {
+        const int64_t steps = tensors->Shape(steps_key)[0];
+        engine::GenerationOverrides o;
+        o.max_new_tokens = steps;
+        o.min_new_tokens = steps;
+        auto params = engine::ResolveGenerationParams(m.spec.generation, o, {});
+        REQUIRE(params.ok());
+        std::vector<at::Tensor> logits;
+        engine::GenerationHooks hooks;
+        hooks.on_logits = [&](const at::Tensor& l) { logits.push_back(l.clone()); };
+        engine::Generate(*m.opt, embeds, input_ids, *params, hooks);
+        CheckTensor(*tensors, steps_key, ToHost(at::cat(logits, 0)));
+      }
+      for (const auto& run : c.value("generate", json::array())) {
+        INFO("kwargs " << run["kwargs"].dump());
+        auto params = engine::ResolveGenerationParams(m.spec.generation, OverridesFromKwargs(run["kwargs"]), {});
+        REQUIRE(params.ok());
+        const auto hyps = engine::Generate(*m.opt, embeds, input_ids, *params);
+        const auto expected = run["sequences"].get<std::vector<std::vector<int64_t>>>();
+        REQUIRE(hyps.size() == expected.size());
+        for (size_t i = 0; i < hyps.size(); ++i) {
+          const std::vector<int64_t> want(expected[i].begin() + input_ids.size(), expected[i].end());
+          std::vector<int64_t> got = hyps[i].tokens;
+          INFO("sequence " << i);
+          REQUIRE(got.size() <= want.size());
+          got.resize(want.size(), PadId(m.spec));  // transformers pads shorter sequences
+          CHECK(got == want);
+        }
+        ++runs;
+      }
+    }
+    std::printf("PARITY %-22s %d generate runs compared\n", entry.path().filename().c_str(), runs);
+    ++models_checked;
+  }
+  CHECK(models_checked > 0);
+}
+
+TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV-cache step") {
+  const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+  int checked = 0;
+  for (const FixtureModel& fm : models) {
+    if (!fm.reference.contains("batched_left_padded")) continue;
+    auto model = engine::Blip2Model::Load({fm.dir, TestDevice(), "float32"}, /*with_language_model=*/true);
+    REQUIRE(model.ok());
+    const engine::Blip2Model& m = **model;
+    c10::InferenceMode guard;
+    const json& b = fm.reference["batched_left_padded"];
+    const auto ids = b["input_ids"].get<std::vector<std::vector<int64_t>>>();
+    const auto mask = b["attention_mask"].get<std::vector<std::vector<int64_t>>>();
+    const auto images = b["images"].get<std::vector<std::string>>();
+    const auto expected = b["generate_greedy_min12_raw"].get<std::vector<std::vector<int64_t>>>();
+    const int64_t rows = static_cast<int64_t>(ids.size());
+    const int64_t width = static_cast<int64_t>(ids[0].size());
+    const int64_t steps = static_cast<int64_t>(expected[0].size()) - width;
+    engine::KvCache cache = m.opt->MakeCache(rows, width + steps);
+    std::vector<engine::DecoderInput> inputs(rows);
+    std::vector<std::vector<int64_t>> history(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t t = 0; t < width; ++t) {
+        if (mask[r][t] != 0) history[r].push_back(ids[r][t]);  // no padding: packing needs none
+      }
+      inputs[r].slot = r;
+      inputs[r].token_ids = history[r];
+      inputs[r].all_logits = true;
+      inputs[r].image_embeds = m.image_path->Forward(m.PixelBatch({ReferencePixels(models, images[r])})).projected[0];
+    }
+    const at::Tensor logits = m.opt->Step(inputs, cache);  // rows of every sequence, one after another
+    if (fm.HasTensor("batched.logits")) {
+      // Compare the unpadded positions of transformers' padded batch.
+      const at::Tensor ref = at::from_blob(fm.Values("batched.logits").data(), {rows, width, logits.size(1)},
+                                           at::kFloat).clone();
+      std::vector<at::Tensor> ref_rows;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t t = 0; t < width; ++t) {
+          if (mask[r][t] != 0) ref_rows.push_back(ref[r][t]);
+        }
+      }
+      const Difference d = Compare(ToHost(logits).values, ToHost(at::stack(ref_rows)).values);
+      std::printf("PARITY %-22s %-48s max_abs %.3g (tolerance %.3g)\n", fm.name.c_str(), "batched.logits (unpadded)",
+                  d.max_abs, 1e-4 * (1 + d.max_ref));
+      CHECK(d.max_abs <= 1e-4 * (1 + d.max_ref));
+    }
+    // Greedy with min_new_tokens = steps, all three decoded together.
+    engine::GenerationOverrides o;
+    o.max_new_tokens = steps;
+    o.min_new_tokens = steps;
+    const engine::GenerationParams params = *engine::ResolveGenerationParams(m.spec.generation, o, {});
+    std::vector<int64_t> last_rows;
+    int64_t offset = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      offset += static_cast<int64_t>(history[r].size());
+      last_rows.push_back(offset - 1);
+    }
+    at::Tensor step_logits = logits.index_select(0, at::tensor(last_rows, at::kLong).to(logits.device()));
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<engine::DecoderInput> next(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        at::Tensor scores = step_logits[r].clone();
+        const int64_t prompt_len = static_cast<int64_t>(history[r].size()) - s;
+        engine::ProcessScores(scores, history[r], s, params, 1);
+        history[r].push_back(scores.argmax().item<int64_t>());
+        next[r].slot = r;
+        next[r].cached = prompt_len + s;
+        next[r].token_ids = {history[r].back()};
+      }
+      if (s + 1 < steps) step_logits = m.opt->Step(next, cache);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<int64_t> want(expected[r].begin() + width, expected[r].end());
+      const std::vector<int64_t> got(history[r].end() - steps, history[r].end());
+      INFO(fm.name << " row " << r);
+      CHECK(got == want);
+    }
+    ++checked;
+  }
+  CHECK(checked > 0);
+}
+
+}  // namespace
+}  // namespace blip2::testing
