@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace blip2::testing {
 
@@ -13,5 +14,12 @@ std::string MakeTempDir();
 
 void WriteFile(const std::string& path, const std::string& bytes);
 std::string ReadFileOrDie(const std::string& path);
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out;  // standard output; standard error is discarded
+};
+// Runs `argv` (argv[0] a path) without a shell and collects its output.
+ProcessResult RunProcess(const std::vector<std::string>& argv);
 
 }  // namespace blip2::testing
