@@ -88,8 +88,8 @@ absl::StatusOr<std::unique_ptr<Captioner>> Captioner::Load(const EngineOptions& 
                                                            const GenerationLimits& limits) {
   auto impl = std::make_unique<Impl>();
   impl->limits = limits;
-  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
   ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
+  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
   return std::unique_ptr<Captioner>(new Captioner(std::move(impl)));
 }
 

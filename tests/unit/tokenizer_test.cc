@@ -1,0 +1,130 @@
+// The byte-level BPE tokenizer and UTF-8 helpers on hand-made inputs: the
+// GPT-2 split, broken UTF-8 in decoding and streaming, and malformed files.
+#include <nlohmann/json.hpp>
+
+#include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/stream_decoder.h"
+#include "engine/tokenizer/unicode.h"
+#include "tests/catch.h"
+#include "tests/test_support.h"
+
+namespace blip2::engine {
+namespace {
+
+using nlohmann::json;
+
+json FixtureTokenizerJson() {
+  return json::parse(testing::ReadFileOrDie(testing::FixturesDir() + "/blip2-tiny-opt/tokenizer.json"));
+}
+
+TEST_CASE("tokenizer: the GPT-2 pre-tokenizer pattern") {
+  using V = std::vector<std::string>;
+  CHECK(SplitGpt2("Hello world") == V{"Hello", " world"});
+  CHECK(SplitGpt2("don't stop") == V{"don", "'t", " stop"});
+  CHECK(SplitGpt2("a  b") == V{"a", " ", " b"});
+  CHECK(SplitGpt2("a\n\nb") == V{"a", "\n", "\n", "b"});
+  CHECK(SplitGpt2("x  ") == V{"x", "  "});
+  CHECK(SplitGpt2("abc123 !?") == V{"abc", "123", " !?"});
+  CHECK(SplitGpt2("café 東京") == V{"café", " 東京"});
+}
+
+TEST_CASE("utf8: lossy decoding replaces each maximal ill-formed subpart") {
+  CHECK(Utf8Lossy("ok") == "ok");
+  CHECK(Utf8Lossy("\xE2\x82") == "\xEF\xBF\xBD");            // truncated 3-byte sequence: one U+FFFD
+  CHECK(Utf8Lossy("\xFF" "a") == "\xEF\xBF\xBD" "a");
+  CHECK(Utf8Lossy("\xE0\x80") == "\xEF\xBF\xBD\xEF\xBF\xBD");  // E0 80 is not a valid start
+  CHECK(IncompleteUtf8Tail("a\xE2\x82") == 2);
+  CHECK(IncompleteUtf8Tail("a\xFF") == 0);
+  CHECK(IncompleteUtf8Tail("\xE2\x82\xAC") == 0);
+}
+
+TEST_CASE("tokenizer: streaming never emits half a character and ends equal to one-shot decoding") {
+  auto tok = BpeTokenizer::Load(testing::FixturesDir() + "/blip2-tiny-opt");
+  REQUIRE(tok.ok());
+  // A multi-byte text whose characters the tiny vocabulary splits into single bytes.
+  auto ids = (*tok)->Encode("東京 🙂 café");
+  REQUIRE(ids.ok());
+  StreamDecoder stream(**tok, true);
+  std::string streamed;
+  for (int64_t id : *ids) {
+    auto piece = stream.Push(id);
+    REQUIRE(piece.ok());
+    CHECK(IsValidUtf8(*piece));
+    streamed += *piece;
+  }
+  streamed += stream.Finish();
+  CHECK(streamed == *(*tok)->Decode(*ids, true));
+  CHECK(streamed == "東京 🙂 café");
+  // An unfinished character at the end becomes U+FFFD, as the one-shot decode does.
+  std::vector<int64_t> cut(ids->begin(), ids->begin() + 2);
+  StreamDecoder partial(**tok, true);
+  std::string text;
+  for (int64_t id : cut) text += *partial.Push(id);
+  text += partial.Finish();
+  CHECK(text == *(*tok)->Decode(cut, true));
+}
+
+TEST_CASE("tokenizer: special tokens, added tokens and decode options") {
+  auto tok = BpeTokenizer::Load(testing::FixturesDir() + "/blip2-tiny-opt");
+  REQUIRE(tok.ok());
+  const int64_t image = (*tok)->TokenToId("<image>");
+  REQUIRE(image >= 0);
+  auto ids = (*tok)->Encode("<image><image>a photo");
+  REQUIRE(ids.ok());
+  CHECK((*ids)[0] == (*tok)->TokenToId("</s>"));  // the post-processor's BOS
+  CHECK((*ids)[1] == image);
+  CHECK((*ids)[2] == image);
+  CHECK(*(*tok)->Decode(*ids, /*skip_special_tokens=*/true) == "a photo");
+  CHECK(*(*tok)->Decode(*ids, /*skip_special_tokens=*/false) == "</s><image><image>a photo");
+  CHECK((*tok)->Encode("a", /*add_special_tokens=*/false)->size() == 1);
+}
+
+TEST_CASE("tokenizer: bad input is refused with a clear error") {
+  auto tok = BpeTokenizer::Load(testing::FixturesDir() + "/blip2-tiny-opt");
+  REQUIRE(tok.ok());
+  const absl::Status utf8 = (*tok)->Encode("bad \xC3\x28 text").status();
+  CHECK(utf8.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(utf8.message().find("UTF-8") != std::string::npos);
+  const absl::Status id = (*tok)->Decode({5, 999999}, true).status();
+  CHECK(id.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(id.message().find("token id 999999 is outside the vocabulary") != std::string::npos);
+  CHECK_FALSE((*tok)->Decode({-1}, true).ok());
+
+  json unknown_model = FixtureTokenizerJson();
+  unknown_model["model"]["type"] = "Unigram";
+  const absl::Status u = BpeTokenizer::FromTokenizerJson(unknown_model.dump(), "tokenizer.json").status();
+  CHECK(u.message().find("tokenizer.json: model.type \"Unigram\" is not supported") != std::string::npos);
+
+  json no_merges = FixtureTokenizerJson();
+  no_merges["model"].erase("merges");
+  CHECK(BpeTokenizer::FromTokenizerJson(no_merges.dump(), "tokenizer.json").status().message().find(
+            "model.merges is missing") != std::string::npos);
+
+  json bad_pre = FixtureTokenizerJson();
+  bad_pre["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\d"}}}, {"behavior", "Isolated"}};
+  CHECK_FALSE(BpeTokenizer::FromTokenizerJson(bad_pre.dump(), "tokenizer.json").ok());
+  CHECK_FALSE(BpeTokenizer::FromTokenizerJson("{not json", "tokenizer.json").ok());
+}
+
+TEST_CASE("tokenizer: vocab.json + merges.txt fallback equals tokenizer.json") {
+  const json j = FixtureTokenizerJson();
+  const std::string dir = testing::MakeTempDir();
+  testing::WriteFile(dir + "/vocab.json", j["model"]["vocab"].dump());
+  std::string merges = "#version: 0.2\n";
+  for (const auto& m : j["model"]["merges"]) merges += m[0].get<std::string>() + " " + m[1].get<std::string>() + "\n";
+  testing::WriteFile(dir + "/merges.txt", merges);
+  testing::WriteFile(dir + "/tokenizer_config.json",
+                     R"({"add_bos_token": true, "bos_token": "</s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})");
+  testing::WriteFile(dir + "/added_tokens.json", R"({"<image>": 400})");
+  auto slow = BpeTokenizer::Load(dir);
+  auto fast = BpeTokenizer::Load(testing::FixturesDir() + "/blip2-tiny-opt");
+  REQUIRE(slow.ok());
+  REQUIRE(fast.ok());
+  for (const char* text : {"The quick brown fox.", "<image>Question: what is this? Answer:", " leading  spaces\t"}) {
+    INFO(text);
+    CHECK(*(*slow)->Encode(text) == *(*fast)->Encode(text));
+  }
+}
+
+}  // namespace
+}  // namespace blip2::engine
