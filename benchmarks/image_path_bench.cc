@@ -151,7 +151,7 @@ int Main(int argc, char** argv) {
     const std::string dir = (std::filesystem::temp_directory_path() / "blip2_synthetic_opt27b").string();
     std::filesystem::create_directories(dir);
     const auto start = Clock::now();
-    const absl::Status written = WriteSyntheticOpt27bImagePath(dir);
+    const absl::Status written = WriteSyntheticOpt27b(dir, /*with_language_model=*/false);
     if (!written.ok()) {
       std::fprintf(stderr, "%s\n", written.ToString().c_str());
       return 1;

@@ -3,19 +3,19 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstdio>
+#include <functional>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "engine/model_config.h"
-#include "engine/safetensors.h"
-#include "common/file_util.h"
 
 namespace blip2::bench {
 namespace {
-
-using engine::DType;
-using engine::TensorToWrite;
 
 constexpr char kConfig[] = R"({
   "architectures": ["Blip2ForConditionalGeneration"],
@@ -29,47 +29,79 @@ constexpr char kConfig[] = R"({
 })";
 
 constexpr char kProcessor[] = R"({"image_processor": {"size": {"height": 224, "width": 224}}, "num_query_tokens": 32})";
+constexpr char kGeneration[] = R"({"bos_token_id": 2, "eos_token_id": 50118, "pad_token_id": 1})";
 
-class Writer {
+// Collects tensor names and shapes first (the header), then generates and
+// writes each tensor in turn, so memory holds one tensor at a time.
+class StreamingWriter {
  public:
-  explicit Writer(uint64_t seed) : gen_(at::detail::createCPUGenerator(seed)) {}
-
-  void Normal(const std::string& name, std::vector<int64_t> shape, double std = 0.02) {
-    Add(name, at::normal(0.0, std, shape, gen_));
-  }
-  void Fill(const std::string& name, std::vector<int64_t> shape, double value) {
-    Add(name, at::full(shape, value));
-  }
+  void Normal(const std::string& name, std::vector<int64_t> shape) { Add(name, shape, 0.02, false); }
+  void Constant(const std::string& name, std::vector<int64_t> shape, double value) { Add(name, shape, value, true); }
   void Linear(const std::string& p, int64_t in, int64_t out) {
     Normal(p + ".weight", {out, in});
-    Fill(p + ".bias", {out}, 0.0);
+    Constant(p + ".bias", {out}, 0.0);
   }
   void Norm(const std::string& p, int64_t dim) {
-    Fill(p + ".weight", {dim}, 1.0);
-    Fill(p + ".bias", {dim}, 0.0);
+    Constant(p + ".weight", {dim}, 1.0);
+    Constant(p + ".bias", {dim}, 0.0);
   }
-  std::vector<TensorToWrite>& tensors() { return tensors_; }
+
+  absl::Status Write(const std::string& path) {
+    nlohmann::json header = nlohmann::json::object();
+    uint64_t offset = 0;
+    for (const Entry& e : entries_) {
+      int64_t n = 1;
+      for (int64_t d : e.shape) n *= d;
+      header[e.name] = {{"dtype", "BF16"}, {"shape", e.shape}, {"data_offsets", {offset, offset + 2 * n}}};
+      offset += 2 * n;
+    }
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) return absl::FailedPreconditionError("cannot create " + path);
+    const uint64_t len = text.size();
+    bool ok = std::fwrite(&len, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    at::Generator gen = at::detail::createCPUGenerator(0);
+    for (const Entry& e : entries_) {
+      const at::Tensor t = (e.constant ? at::full(e.shape, e.value) : at::normal(0.0, e.value, e.shape, gen))
+                               .to(at::kBFloat16)
+                               .contiguous();
+      ok = ok && std::fwrite(t.data_ptr(), 1, t.nbytes(), f) == t.nbytes();
+    }
+    if (std::fclose(f) != 0 || !ok) return absl::DataLossError("write failed: " + path);
+    return absl::OkStatus();
+  }
 
  private:
-  void Add(const std::string& name, const at::Tensor& t) {
-    const at::Tensor b = t.to(at::kBFloat16).contiguous();
-    tensors_.push_back({name, DType::kBF16, std::vector<int64_t>(b.sizes().begin(), b.sizes().end()),
-                        std::string(static_cast<const char*>(b.data_ptr()), b.nbytes())});
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    double value;
+    bool constant;
+  };
+  void Add(const std::string& name, std::vector<int64_t> shape, double value, bool constant) {
+    entries_.push_back({name, std::move(shape), value, constant});
   }
-
-  at::Generator gen_;
-  std::vector<TensorToWrite> tensors_;
+  std::vector<Entry> entries_;
 };
+
+absl::Status WriteText(const std::string& dir, const std::string& name, const char* text) {
+  FILE* f = std::fopen(common::JoinPath(dir, name).c_str(), "w");
+  if (f == nullptr) return absl::FailedPreconditionError(absl::StrCat("cannot write ", dir, "/", name));
+  std::fputs(text, f);
+  std::fclose(f);
+  return absl::OkStatus();
+}
 
 }  // namespace
 
-absl::Status WriteSyntheticOpt27bImagePath(const std::string& dir) {
+absl::Status WriteSyntheticOpt27b(const std::string& dir, bool with_language_model) {
   ASSIGN_OR_RETURN(engine::Blip2Config c, engine::ParseBlip2Config(kConfig, "synthetic config.json"));
-  Writer w(0);
+  StreamingWriter w;
   const engine::VisionConfig& v = c.vision;
   const int64_t d = v.hidden_size;
   w.Normal("vision_model.embeddings.patch_embedding.weight", {d, 3, v.patch_size, v.patch_size});
-  w.Fill("vision_model.embeddings.patch_embedding.bias", {d}, 0.0);
+  w.Constant("vision_model.embeddings.patch_embedding.bias", {d}, 0.0);
   w.Normal("vision_model.embeddings.class_embedding", {1, 1, d});
   w.Normal("vision_model.embeddings.position_embedding", {1, v.sequence_length(), d});
   for (int64_t i = 0; i < v.num_hidden_layers; ++i) {
@@ -102,14 +134,27 @@ absl::Status WriteSyntheticOpt27bImagePath(const std::string& dir) {
     w.Norm(p + "output_query.LayerNorm", h);
   }
   w.Linear("language_projection", h, c.language_hidden_size());
-  RETURN_IF_ERROR(engine::WriteSafetensors(common::JoinPath(dir, "model.safetensors"), w.tensors()));
-  for (const auto& [name, text] : {std::pair{"config.json", kConfig}, {"processor_config.json", kProcessor}}) {
-    FILE* f = std::fopen(common::JoinPath(dir, name).c_str(), "w");
-    if (f == nullptr) return absl::FailedPreconditionError(absl::StrCat("cannot write ", dir, "/", name));
-    std::fputs(text, f);
-    std::fclose(f);
+  if (with_language_model) {
+    const engine::OptConfig& o = c.opt;
+    const std::string p = "language_model.model.decoder.";
+    w.Normal(p + "embed_tokens.weight", {o.vocab_size, o.word_embed_proj_dim});
+    w.Normal(p + "embed_positions.weight", {o.max_position_embeddings + 2, o.hidden_size});
+    for (int64_t i = 0; i < o.num_hidden_layers; ++i) {
+      const std::string lp = absl::StrCat(p, "layers.", i, ".");
+      for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+        w.Linear(lp + "self_attn." + proj, o.hidden_size, o.hidden_size);
+      }
+      w.Norm(lp + "self_attn_layer_norm", o.hidden_size);
+      w.Linear(lp + "fc1", o.hidden_size, o.ffn_dim);
+      w.Linear(lp + "fc2", o.ffn_dim, o.hidden_size);
+      w.Norm(lp + "final_layer_norm", o.hidden_size);
+    }
+    w.Norm(p + "final_layer_norm", o.hidden_size);
   }
-  return absl::OkStatus();
+  RETURN_IF_ERROR(w.Write(common::JoinPath(dir, "model.safetensors")));
+  RETURN_IF_ERROR(WriteText(dir, "config.json", kConfig));
+  RETURN_IF_ERROR(WriteText(dir, "processor_config.json", kProcessor));
+  return WriteText(dir, "generation_config.json", kGeneration);
 }
 
 }  // namespace blip2::bench

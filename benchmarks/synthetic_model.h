@@ -1,5 +1,5 @@
-// Writes a randomly initialised BLIP-2 image path (config files plus a
-// safetensors checkpoint) of a released model's shape, so the real loading and
+// Writes a randomly initialised BLIP-2 checkpoint (config files plus one
+// safetensors file) of a released model's shape, so the real loading and
 // compute paths can be timed without the real weights.
 #pragma once
 
@@ -9,9 +9,11 @@
 
 namespace blip2::bench {
 
-// The image path of Salesforce/blip2-opt-2.7b: ViT-g 39 x 1408 (16 heads),
-// Q-Former 12 x 768 with 32 queries, language projection to 2560. Weights are
-// stored as bfloat16 (half the disk of float32); the loader converts them.
-absl::Status WriteSyntheticOpt27bImagePath(const std::string& dir);
+// Salesforce/blip2-opt-2.7b's shape: ViT-g 39 x 1408 (16 heads), Q-Former
+// 12 x 768 with 32 queries, projection to 2560, and with `with_language_model`
+// the OPT-2.7b decoder (32 x 2560, 32 heads, FFN 10240, vocabulary 50304).
+// Weights are stored as bfloat16 (half the disk of float32) and written one
+// tensor at a time; the loader converts them.
+absl::Status WriteSyntheticOpt27b(const std::string& dir, bool with_language_model);
 
 }  // namespace blip2::bench

@@ -326,6 +326,15 @@ absl::StatusOr<ModelSpec> LoadModelSpec(const std::string& model_dir) {
   if (common::FileExists(gen_path)) {
     ASSIGN_OR_RETURN(std::string text, common::ReadFile(gen_path));
     ASSIGN_OR_RETURN(spec.generation, ParseGenerationConfig(text, gen_path));
+    // Special ids the file leaves out come from the language model's config, as
+    // transformers' generate falls back to them.
+    const GenerationConfig from_model = DefaultGenerationConfig(spec.config);
+    if (spec.generation.eos_token_id.empty()) spec.generation.eos_token_id = from_model.eos_token_id;
+    if (!spec.generation.bos_token_id) spec.generation.bos_token_id = from_model.bos_token_id;
+    if (!spec.generation.pad_token_id) spec.generation.pad_token_id = from_model.pad_token_id;
+    if (!spec.generation.decoder_start_token_id) {
+      spec.generation.decoder_start_token_id = from_model.decoder_start_token_id;
+    }
   } else {
     spec.generation = DefaultGenerationConfig(spec.config);
   }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session, one call (at most 8 minutes): build the engine against the GPU
 # machine's LibTorch with CUDA, run the parity tests on CUDA (float32 against the
-# fixtures; float16 and bfloat16 against our float32), then time the full-size
-# image path at batch 1, 8, 32, 64 in float16 and bfloat16.
+# fixtures; float16 and bfloat16 against our float32, greedy ids included), then
+# time the full-size image path at batch 1, 8, 32, 64 in float16 and bfloat16,
+# and generation with blip2-opt-2.7b's shape in float16 (ms per token at batch 1,
+# tokens/s at batch 64, 32 new tokens) beside transformers on the same workload.
 #
 # Prepare on the CPU machine: bash benchmarks/gpu/prepare.sh
 # Device call: carry [".gpu"], command: bash benchmarks/gpu/run.sh
@@ -42,5 +44,10 @@ for dtype in float16 bfloat16; do
   build-gpu/benchmarks/image_path_bench --device cuda --dtype "$dtype" --batches 1,8,32,64 --iters 10 \
     --out "$out/image_path_cuda_${dtype}.json"
 done
+step "benchmark: generation, blip2-opt-2.7b shape, float16"
+build-gpu/benchmarks/generation_bench --device cuda --dtype float16 --new-tokens 32 --batch 64 --iters 3 \
+  --skip-tiny --out "$out/generation_cuda_float16.json"
+step "baseline: transformers generate on the same workload"
+python3 benchmarks/gpu/hf_generate_baseline.py "$out/generation_transformers_float16.json"
 step "done (tests exit code $tests_rc)"
 exit $tests_rc

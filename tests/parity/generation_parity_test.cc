@@ -219,3 +219,75 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
 
 }  // namespace
 }  // namespace blip2::testing
+
+namespace blip2::testing {
+namespace {
+
+// float16 / bfloat16 against our own float32 (fixtures README): teacher-forced
+// logits within relative L2 1e-2 (float16) and 3e-2 (bfloat16); greedy ids
+// identical up to the first step where float32's top two logits are within 0.1
+// of each other (a near-tie half precision may legitimately break).
+TEST_CASE("parity: half-precision logits and greedy ids against float32") {
+  for (const auto& entry : std::filesystem::directory_iterator(FixturesDir())) {
+    const std::string dir = entry.path().string();
+    auto spec = engine::LoadModelSpec(dir);
+    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
+    const json reference = json::parse(ReadFileOrDie(dir + "/reference.json"));
+    if (!reference.contains("cases")) continue;
+    const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+    auto f32 = engine::Blip2Model::Load({dir, TestDevice(), "float32"}, true);
+    REQUIRE(f32.ok());
+    for (const auto& [dtype, tolerance] : std::vector<std::pair<std::string, double>>{{"float16", 1e-2}, {"bfloat16", 3e-2}}) {
+      auto half = engine::Blip2Model::Load({dir, TestDevice(), dtype}, true);
+      REQUIRE(half.ok());
+      c10::InferenceMode guard;
+      double worst = 0;
+      int compared_steps = 0;
+      for (const auto& [case_name, c] : reference["cases"].items()) {
+        const std::vector<int64_t> ids = c["input_ids"].get<std::vector<int64_t>>();
+        const std::vector<float> pixels = ReferencePixels(models, c["image"].get<std::string>());
+        auto logits_of = [&](const engine::Blip2Model& m) {
+          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
+          engine::KvCache cache = m.opt->MakeCache(1, static_cast<int64_t>(ids.size()));
+          engine::DecoderInput in;
+          in.token_ids = ids;
+          in.image_embeds = embeds;
+          in.all_logits = true;
+          return m.opt->Step({in}, cache).cpu();
+        };
+        const at::Tensor a = logits_of(**f32), b = logits_of(**half);
+        worst = std::max(worst, ((b - a).norm() / a.norm()).item<double>());
+        // Greedy, 12 steps, stop ids suppressed.
+        engine::GenerationOverrides o;
+        o.max_new_tokens = 12;
+        o.min_new_tokens = 12;
+        const engine::GenerationParams p = *engine::ResolveGenerationParams((*f32)->spec.generation, o, {});
+        std::vector<at::Tensor> steps;
+        engine::GenerationHooks hooks;
+        hooks.on_logits = [&](const at::Tensor& l) { steps.push_back(l[0].cpu().clone()); };
+        auto greedy = [&](const engine::Blip2Model& m, const engine::GenerationHooks& h) {
+          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
+          return engine::Generate(*m.opt, embeds, ids, p, h)[0].tokens;
+        };
+        const auto ref_ids = greedy(**f32, hooks);
+        const auto half_ids = greedy(**half, {});
+        for (size_t s = 0; s < ref_ids.size(); ++s) {
+          if (half_ids[s] == ref_ids[s]) {
+            ++compared_steps;
+            continue;
+          }
+          const auto top2 = std::get<0>(steps[s].topk(2));
+          INFO(dir << " " << dtype << " " << case_name << " step " << s);
+          CHECK((top2[0] - top2[1]).item<double>() <= 0.1);
+          break;
+        }
+      }
+      std::printf("PARITY %-22s %-9s teacher-forced logits relative L2 %.3g (tolerance %.3g), %d greedy steps equal\n",
+                  entry.path().filename().c_str(), dtype.c_str(), worst, tolerance, compared_steps);
+      CHECK(worst <= tolerance);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace blip2::testing
