@@ -29,12 +29,6 @@
 namespace blip2::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Options {
   std::string device = "cpu";
@@ -64,13 +58,13 @@ RunTimes TimeOne(const engine::Blip2Model& m, const std::vector<float>& pixels, 
   const auto start = Clock::now();
   engine::GenerationHooks hooks;
   hooks.on_token = [&](int64_t, int64_t, const std::vector<int64_t>& g) {
-    if (g.size() == 1) t.first_token_s = Since(start);
+    if (g.size() == 1) t.first_token_s = SecondsSince(start);
     return false;
   };
   const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
   engine::Generate(*m.opt, embeds, ids, p, hooks);
   Sync(m);
-  t.total_s = Since(start);
+  t.total_s = SecondsSince(start);
   return t;
 }
 
@@ -99,7 +93,7 @@ double TimeBatch(const engine::Blip2Model& m, const std::vector<float>& pixels, 
     if (s + 1 < n) logits = m.opt->Step(inputs, cache);
   }
   Sync(m);
-  return Since(start);
+  return SecondsSince(start);
 }
 
 nlohmann::json Measure(const std::string& label, const std::string& dir, const Options& opt) {
@@ -175,23 +169,15 @@ int Main(int argc, char** argv) {
   }
   if (flags->Has("model")) add(Measure(flags->Get("model", ""), flags->Get("model", ""), opt));
   if (!flags->Has("skip-synthetic")) {
-    const std::string dir = (std::filesystem::temp_directory_path() / "blip2_synthetic_opt27b_lm").string();
-    std::filesystem::create_directories(dir);
-    const auto start = Clock::now();
-    const absl::Status written = WriteSyntheticOpt27b(dir, /*with_language_model=*/true);
-    if (!written.ok()) {
-      std::fprintf(stderr, "%s\n", written.ToString().c_str());
+    const absl::Status status = WithSyntheticOpt27b(/*with_language_model=*/true, [&](const std::string& dir) {
+      add(Measure("blip2-opt-2.7b (random)", dir, opt));
+    });
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s\n", status.ToString().c_str());
       return 1;
     }
-    std::fprintf(stderr, "wrote a random blip2-opt-2.7b to %s in %.1f s\n", dir.c_str(), Since(start));
-    add(Measure("blip2-opt-2.7b (random)", dir, opt));
-    std::filesystem::remove_all(dir);
   }
-  const std::string out = flags->Get("out", "");
-  if (!out.empty()) {
-    std::ofstream(out) << report.dump(1) << "\n";
-    std::printf("\nwrote %s\n", out.c_str());
-  }
+  SaveReport(report.dump(1), flags->Get("out", ""));
   return 0;
 }
 

@@ -34,14 +34,6 @@
 namespace blip2::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Options {
   std::string device = "cpu";
@@ -60,7 +52,7 @@ nlohmann::json TimeEncoder(const std::string& label, const std::string& model_di
     std::fprintf(stderr, "%s: %s\n", label.c_str(), encoder.status().ToString().c_str());
     return rows;
   }
-  const double load_s = Seconds(load_start);
+  const double load_s = SecondsSince(load_start);
   const auto shape = (*encoder)->pixel_shape();
   const std::vector<float> image(shape[0] * shape[1] * shape[2], 0.1f);
   for (int batch : opt.batches) {
@@ -71,7 +63,7 @@ nlohmann::json TimeEncoder(const std::string& label, const std::string& model_di
       const auto start = Clock::now();
       auto out = (*encoder)->Encode(pixels);
       if (!out.ok()) return rows;
-      times.push_back(Seconds(start));
+      times.push_back(SecondsSince(start));
     }
     const double s = Median(times);
     nlohmann::json row = {{"model", label},          {"device", opt.device},       {"dtype", opt.dtype},
@@ -130,7 +122,7 @@ int Main(int argc, char** argv) {
       auto px = engine::PreprocessImage(*rgb, config);
       if (!px.ok()) return 1;
     }
-    preprocess_s = Seconds(start) / n;
+    preprocess_s = SecondsSince(start) / n;
     report["decode_preprocess"] = {{"image", "640x480 JPEG, quality 90"},
                                    {"images_per_s_single_thread", 1.0 / preprocess_s},
                                    {"ms_per_image", preprocess_s * 1e3}};
@@ -148,23 +140,15 @@ int Main(int argc, char** argv) {
   }
   if (flags->Has("model")) append(TimeEncoder(flags->Get("model", ""), flags->Get("model", ""), opt, preprocess_s));
   if (!flags->Has("skip-synthetic")) {
-    const std::string dir = (std::filesystem::temp_directory_path() / "blip2_synthetic_opt27b").string();
-    std::filesystem::create_directories(dir);
-    const auto start = Clock::now();
-    const absl::Status written = WriteSyntheticOpt27b(dir, /*with_language_model=*/false);
-    if (!written.ok()) {
-      std::fprintf(stderr, "%s\n", written.ToString().c_str());
+    const absl::Status status = WithSyntheticOpt27b(/*with_language_model=*/false, [&](const std::string& dir) {
+      append(TimeEncoder("blip2-opt-2.7b image path (random)", dir, opt, preprocess_s));
+    });
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s\n", status.ToString().c_str());
       return 1;
     }
-    std::fprintf(stderr, "wrote a random blip2-opt-2.7b image path to %s in %.1f s\n", dir.c_str(), Seconds(start));
-    append(TimeEncoder("blip2-opt-2.7b image path (random)", dir, opt, preprocess_s));
-    std::filesystem::remove_all(dir);
   }
-  const std::string out = flags->Get("out", "");
-  if (!out.empty()) {
-    std::ofstream(out) << report.dump(1) << "\n";
-    std::printf("\nwrote %s\n", out.c_str());
-  }
+  SaveReport(report.dump(1), flags->Get("out", ""));
   return 0;
 }
 

@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <vector>
 
@@ -155,6 +158,37 @@ absl::Status WriteSyntheticOpt27b(const std::string& dir, bool with_language_mod
   RETURN_IF_ERROR(WriteText(dir, "config.json", kConfig));
   RETURN_IF_ERROR(WriteText(dir, "processor_config.json", kProcessor));
   return WriteText(dir, "generation_config.json", kGeneration);
+}
+
+absl::Status WithSyntheticOpt27b(bool with_language_model, const std::function<void(const std::string& dir)>& use) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           (with_language_model ? "blip2_synthetic_opt27b" : "blip2_synthetic_opt27b_image_path"))
+                              .string();
+  std::filesystem::create_directories(dir);
+  const auto start = Clock::now();
+  const absl::Status written = WriteSyntheticOpt27b(dir, with_language_model);
+  if (written.ok()) {
+    std::fprintf(stderr, "wrote a random blip2-opt-2.7b%s to %s in %.1f s\n",
+                 with_language_model ? "" : " image path", dir.c_str(), SecondsSince(start));
+    use(dir);
+  }
+  std::filesystem::remove_all(dir);
+  return written;
+}
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+void SaveReport(const std::string& json_text, const std::string& path) {
+  if (path.empty()) return;
+  std::ofstream(path) << json_text << "\n";
+  std::printf("\nwrote %s\n", path.c_str());
 }
 
 }  // namespace blip2::bench

@@ -3,7 +3,10 @@
 // compute paths can be timed without the real weights.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -15,5 +18,15 @@ namespace blip2::bench {
 // Weights are stored as bfloat16 (half the disk of float32) and written one
 // tensor at a time; the loader converts them.
 absl::Status WriteSyntheticOpt27b(const std::string& dir, bool with_language_model);
+
+// Writes that model to a temporary folder, runs `use(dir)`, removes the folder.
+absl::Status WithSyntheticOpt27b(bool with_language_model, const std::function<void(const std::string& dir)>& use);
+
+// Small helpers the benchmark programs share.
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point start);
+double Median(std::vector<double> values);
+// Writes the report as JSON to `path` (nothing when empty) and says so.
+void SaveReport(const std::string& json_text, const std::string& path);
 
 }  // namespace blip2::bench

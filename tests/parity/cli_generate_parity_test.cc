@@ -58,14 +58,11 @@ std::vector<std::vector<int64_t>> ParseIdLines(const std::string& out) {
 
 TEST_CASE("parity: blip2 generate --ids prints transformers' new ids for every run") {
   int runs = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(FixturesDir())) {
-    const std::string dir = entry.path().string();
-    auto spec = engine::LoadModelSpec(dir);
-    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
-    const json reference = json::parse(ReadFileOrDie(dir + "/reference.json"));
+  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+    const std::string& dir = folder.dir;
+    const engine::ModelSpec* spec = &folder.spec;
     const int64_t pad = spec->generation.pad_token_id.value_or(0);
-    if (!reference.contains("cases")) continue;
-    for (const auto& [name, c] : reference["cases"].items()) {
+    for (const auto& [name, c] : folder.reference["cases"].items()) {
       const size_t prompt_len = c["input_ids"].size();
       if (!c.contains("generate")) continue;
       for (const auto& run : c["generate"]) {

@@ -98,6 +98,23 @@ std::vector<FixtureModel> DiscoverModels(const std::string& fixtures_dir) {
   return models;
 }
 
+std::vector<OptCaseFolder> DiscoverOptCaseFolders(const std::string& fixtures_dir) {
+  std::vector<OptCaseFolder> out;
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(fixtures_dir)) dirs.push_back(entry.path());
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& dir : dirs) {
+    auto spec = engine::LoadModelSpec(dir.string());
+    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
+    auto text = common::ReadFile((dir / "reference.json").string());
+    if (!text.ok()) continue;
+    nlohmann::json reference = nlohmann::json::parse(*text);
+    if (!reference.contains("cases")) continue;
+    out.push_back({dir.string(), dir.filename().string(), std::move(*spec), std::move(reference)});
+  }
+  return out;
+}
+
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem) {
   const fs::path images = fs::path(fixtures_dir) / "images";
   if (!fs::is_directory(images)) return "";

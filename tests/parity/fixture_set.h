@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/model_config.h"
 #include "engine/safetensors.h"
 
 namespace blip2::testing {
@@ -28,6 +29,16 @@ struct FixtureModel {
 };
 
 std::vector<FixtureModel> DiscoverModels(const std::string& fixtures_dir);
+
+// A folder whose language model is OPT and whose reference.json has generation
+// "cases" (it may have no reference.safetensors, as the -eos folders).
+struct OptCaseFolder {
+  std::string dir;
+  std::string name;
+  engine::ModelSpec spec;
+  nlohmann::json reference;
+};
+std::vector<OptCaseFolder> DiscoverOptCaseFolders(const std::string& fixtures_dir);
 
 // The file in images/ whose name without extension is `stem`; empty if none.
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem);

@@ -68,12 +68,9 @@ int64_t PadId(const engine::ModelSpec& spec) {
 TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match transformers") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   int models_checked = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(FixturesDir())) {
-    const std::string dir = entry.path().string();
-    auto spec = engine::LoadModelSpec(dir);
-    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
-    const json reference = json::parse(ReadFileOrDie(dir + "/reference.json"));
-    if (!reference.contains("cases")) continue;
+  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+    const std::string& dir = folder.dir;
+    const json& reference = folder.reference;
     const FixtureModel* tensors = nullptr;
     for (const FixtureModel& m : models) {
       if (m.dir == dir) tensors = &m;
@@ -130,7 +127,7 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
         ++runs;
       }
     }
-    std::printf("PARITY %-22s %d generate runs compared\n", entry.path().filename().c_str(), runs);
+    std::printf("PARITY %-22s %d generate runs compared\n", folder.name.c_str(), runs);
     ++models_checked;
   }
   CHECK(models_checked > 0);
@@ -228,13 +225,10 @@ namespace {
 // identical up to the first step where float32's top two logits are within 0.1
 // of each other (a near-tie half precision may legitimately break).
 TEST_CASE("parity: half-precision logits and greedy ids against float32") {
-  for (const auto& entry : std::filesystem::directory_iterator(FixturesDir())) {
-    const std::string dir = entry.path().string();
-    auto spec = engine::LoadModelSpec(dir);
-    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
-    const json reference = json::parse(ReadFileOrDie(dir + "/reference.json"));
-    if (!reference.contains("cases")) continue;
-    const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+  const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+    const std::string& dir = folder.dir;
+    const json& reference = folder.reference;
     auto f32 = engine::Blip2Model::Load({dir, TestDevice(), "float32"}, true);
     REQUIRE(f32.ok());
     for (const auto& [dtype, tolerance] : std::vector<std::pair<std::string, double>>{{"float16", 1e-2}, {"bfloat16", 3e-2}}) {
@@ -283,7 +277,7 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         }
       }
       std::printf("PARITY %-22s %-9s teacher-forced logits relative L2 %.3g (tolerance %.3g), %d greedy steps equal\n",
-                  entry.path().filename().c_str(), dtype.c_str(), worst, tolerance, compared_steps);
+                  folder.name.c_str(), dtype.c_str(), worst, tolerance, compared_steps);
       CHECK(worst <= tolerance);
     }
   }
