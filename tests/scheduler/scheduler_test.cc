@@ -1,0 +1,179 @@
+// The LLM scheduler against tables of arrivals and the expected batch of every
+// step, driven by a fake model runner (no LibTorch). A step reads:
+//   P<id>:<n>  a prefill (or recompute) of n tokens     D<id>  one decode token
+//   !<id>      preempted this step                       F<id>  finished (Update)
+//   C<id>      cancelled                                 X<id>  past its deadline
+// Finishes are listed after the step's batch; a sequence that finishes frees
+// its place for the next step, not the current one.
+#include "scheduler/scheduler.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/catch.h"
+
+namespace blip2::scheduler {
+namespace {
+
+struct Arrival {
+  int step;
+  SequenceRequest request;
+  int64_t eos_after = -1;  // the fake model emits a stop id as this many-th token (-1: never)
+};
+
+struct Event {
+  int step;
+  enum { kCancel } what;
+  RequestId id;
+};
+
+// Runs a scheduler for `steps` steps and describes each one. `scheduler`, when
+// given, receives the scheduler for checks after the run.
+std::vector<std::string> Simulate(const SchedulerConfig& config, const std::vector<Arrival>& arrivals, int steps,
+                                  const std::vector<Event>& events = {},
+                                  std::unique_ptr<Scheduler>* scheduler = nullptr) {
+  auto owned = std::make_unique<Scheduler>(config);
+  Scheduler& s = *owned;
+  std::map<RequestId, int64_t> eos_after;
+  std::vector<std::string> trace;
+  const Clock::time_point t0 = Clock::now();
+  for (int step = 0; step < steps; ++step) {
+    for (const Arrival& a : arrivals) {
+      if (a.step == step) {
+        REQUIRE(s.Add(a.request) == AddResult::kQueued);
+        eos_after[a.request.id] = a.eos_after;
+      }
+    }
+    for (const Event& e : events) {
+      if (e.step == step) s.Cancel(e.id);
+    }
+    const SchedulerOutput out = s.Schedule(t0 + std::chrono::seconds(step));
+    std::string line;
+    auto add = [&](const std::string& item) { line += (line.empty() ? "" : " ") + item; };
+    std::vector<RequestId> finished;
+    for (const ScheduledSequence& q : out.sequences) {
+      add(q.is_prefill ? "P" + std::to_string(q.id) + ":" + std::to_string(q.new_tokens) : "D" + std::to_string(q.id));
+      // The token this step samples is the (generated + 1)-th.
+      if (eos_after[q.id] > 0 && *s.generated_tokens(q.id) + 1 == eos_after[q.id]) finished.push_back(q.id);
+    }
+    for (RequestId id : out.preempted) add("!" + std::to_string(id));
+    for (RequestId id : out.cancelled) add("C" + std::to_string(id));
+    for (RequestId id : out.expired) add("X" + std::to_string(id));
+    for (RequestId id : s.Update(out, finished)) add("F" + std::to_string(id));
+    trace.push_back(line);
+  }
+  if (scheduler != nullptr) *scheduler = std::move(owned);
+  return trace;
+}
+
+SequenceRequest Req(RequestId id, int64_t prompt, int64_t max_new, int priority = 0) {
+  return SequenceRequest{id, prompt, max_new, priority, std::nullopt};
+}
+
+using Trace = std::vector<std::string>;
+
+TEST_CASE("scheduler: prefills together, then decodes until max_new_tokens") {
+  SchedulerConfig c;
+  CHECK(Simulate(c, {{0, Req(1, 9, 3)}, {0, Req(2, 5, 2)}}, 4) == Trace{"P1:9 P2:5", "D1 D2 F2", "D1 F1", ""});
+}
+
+TEST_CASE("scheduler: requests join and leave every step (continuous batching)") {
+  SchedulerConfig c;
+  CHECK(Simulate(c, {{0, Req(1, 4, 4)}, {1, Req(2, 6, 2)}, {2, Req(3, 3, 1)}}, 5) ==
+        Trace{"P1:4", "D1 P2:6", "D1 D2 P3:3 F2 F3", "D1 F1", ""});
+}
+
+TEST_CASE("scheduler: max_batched_tokens holds a prefill back; max_num_seqs holds a sequence back") {
+  SchedulerConfig tokens;
+  tokens.max_batched_tokens = 12;
+  CHECK(Simulate(tokens, {{0, Req(1, 9, 3)}, {0, Req(2, 9, 3)}}, 4) == Trace{"P1:9", "D1 P2:9", "D1 D2 F1", "D2 F2"});
+  SchedulerConfig seqs;
+  seqs.max_num_seqs = 2;
+  CHECK(Simulate(seqs, {{0, Req(1, 2, 2)}, {0, Req(2, 2, 3)}, {0, Req(3, 2, 1)}}, 4) ==
+        Trace{"P1:2 P2:2", "D1 D2 F1", "D2 P3:2 F2 F3", ""});
+}
+
+TEST_CASE("scheduler: a stop id ends a sequence early and frees its blocks") {
+  SchedulerConfig c;
+  std::unique_ptr<Scheduler> s;
+  CHECK(Simulate(c, {{0, Req(1, 4, 10), 2}}, 3, {}, &s) == Trace{"P1:4", "D1 F1", ""});
+  CHECK(s->num_used_blocks() == 0);
+}
+
+TEST_CASE("scheduler: out of blocks, the newest sequence is preempted and later recomputed") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 5;
+  c.watermark = 0;
+  std::unique_ptr<Scheduler> s;
+  CHECK(Simulate(c, {{0, Req(1, 8, 6)}, {0, Req(2, 8, 6)}}, 11, {}, &s) ==
+        Trace{"P1:8 P2:8", "D1 !2", "D1", "D1", "D1", "D1 F1", "P2:9", "D2", "D2", "D2", "D2 F2"});
+  CHECK(s->num_used_blocks() == 0);
+}
+
+TEST_CASE("scheduler: lower priority values are admitted first, FIFO within a class") {
+  SchedulerConfig c;
+  c.max_num_seqs = 1;
+  CHECK(Simulate(c, {{0, Req(1, 2, 1, /*priority=*/1)}, {0, Req(2, 2, 1, 0)}, {0, Req(3, 2, 1, 0)}}, 3) ==
+        Trace{"P2:2 F2", "P3:2 F3", "P1:2 F1"});
+}
+
+TEST_CASE("scheduler: cancel takes effect at the next step; unknown ids are harmless") {
+  SchedulerConfig c;
+  std::unique_ptr<Scheduler> s;
+  CHECK(Simulate(c, {{0, Req(1, 4, 10)}, {0, Req(2, 4, 3)}}, 4, {{2, Event::kCancel, 1}, {2, Event::kCancel, 99}}, &s) ==
+        Trace{"P1:4 P2:4", "D1 D2", "D2 C1 F2", ""});
+  CHECK(s->num_used_blocks() == 0);
+  CHECK_FALSE(s->Cancel(12345));
+}
+
+TEST_CASE("scheduler: a deadline removes a waiting or running sequence") {
+  SchedulerConfig c;
+  c.max_num_seqs = 1;
+  SequenceRequest r1 = Req(1, 4, 10);
+  SequenceRequest r2 = Req(2, 4, 10);
+  const Clock::time_point t0 = Clock::now();
+  Scheduler s(c);
+  r1.deadline = t0 + std::chrono::seconds(2);
+  r2.deadline = t0 + std::chrono::seconds(1);
+  REQUIRE(s.Add(r1) == AddResult::kQueued);
+  REQUIRE(s.Add(r2) == AddResult::kQueued);
+  auto out = s.Schedule(t0);
+  s.Update(out, {});
+  out = s.Schedule(t0 + std::chrono::seconds(1));  // r2 waited too long
+  CHECK(out.expired == std::vector<RequestId>{2});
+  s.Update(out, {});
+  out = s.Schedule(t0 + std::chrono::seconds(2));  // r1 ran too long
+  CHECK(out.expired == std::vector<RequestId>{1});
+  CHECK(s.num_used_blocks() == 0);
+  CHECK(s.num_running() + s.num_waiting() == 0);
+}
+
+TEST_CASE("scheduler: requests that can never fit are refused when added") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 3;
+  c.max_batched_tokens = 100;
+  Scheduler s(c);
+  CHECK(s.Add(Req(1, 10, 3)) == AddResult::kNeverFits);  // 13 tokens need 4 blocks of 3
+  CHECK(s.Add(Req(2, 101, 1)) == AddResult::kNeverFits);
+  CHECK(s.Add(Req(3, 4, 4)) == AddResult::kQueued);
+  CHECK(s.Add(Req(3, 4, 4)) == AddResult::kDuplicate);
+}
+
+TEST_CASE("block allocator: shared blocks are freed when their last holder lets go") {
+  BlockAllocator a(4);
+  auto blocks = a.Allocate(3);
+  REQUIRE(blocks.size() == 3);
+  CHECK(a.Allocate(2).empty());
+  a.Share(blocks[0]);
+  a.Release(blocks);
+  CHECK(a.num_free() == 3);
+  a.Release({blocks[0]});
+  CHECK(a.num_free() == 4);
+}
+
+}  // namespace
+}  // namespace blip2::scheduler
