@@ -73,10 +73,10 @@ RunTimes TimeOne(const engine::Blip2Model& m, const std::vector<float>& pixels, 
 double TimeBatch(const engine::Blip2Model& m, const std::vector<float>& pixels, const std::vector<int64_t>& ids,
                  int64_t batch, int64_t n) {
   const at::Tensor embeds = m.image_path->Forward(m.PixelBatch(std::vector<std::vector<float>>(batch, pixels))).projected;
-  engine::KvCache cache = m.opt->MakeCache(batch, static_cast<int64_t>(ids.size()) + n);
+  engine::KvCache cache = m.opt->MakeSlotCache(batch, static_cast<int64_t>(ids.size()) + n);
   std::vector<engine::DecoderInput> inputs(batch);
   for (int64_t b = 0; b < batch; ++b) {
-    inputs[b].slot = b;
+    inputs[b].blocks = cache.SlotBlocks(b);
     inputs[b].token_ids = ids;
     inputs[b].image_embeds = embeds[b];
   }

@@ -21,7 +21,7 @@ bool IsEos(const GenerationParams& p, int64_t token) {
 at::Tensor Prefill(const OptDecoder& decoder, KvCache& cache, const at::Tensor& image_embeds,
                    const std::vector<int64_t>& prompt_ids, int64_t n) {
   DecoderInput input;
-  input.slot = 0;
+  input.blocks = cache.SlotBlocks(0);
   input.token_ids = prompt_ids;
   input.image_embeds = image_embeds;
   at::Tensor logits = decoder.Step({input}, cache);  // [1, V]
@@ -45,7 +45,7 @@ std::vector<Hypothesis> GreedyOrSample(const OptDecoder& decoder, const at::Tens
                                        const GenerationHooks& hooks) {
   const int64_t n = p.do_sample ? p.num_return_sequences : 1;
   const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
-  KvCache cache = decoder.MakeCache(n, prompt_len + p.max_new_tokens);
+  KvCache cache = decoder.MakeSlotCache(n, prompt_len + p.max_new_tokens);
   at::Tensor logits = Prefill(decoder, cache, image_embeds, prompt_ids, n);
   at::Generator rng = at::detail::createCPUGenerator(p.seed);
   std::vector<Hypothesis> out(n);
@@ -70,7 +70,7 @@ std::vector<Hypothesis> GreedyOrSample(const OptDecoder& decoder, const at::Tens
       } else if (step + 1 < p.max_new_tokens) {
         still_alive.push_back(s);
         DecoderInput in;
-        in.slot = s;
+        in.blocks = cache.SlotBlocks(s);
         in.cached = prompt_len + step;
         in.token_ids = {token};
         next.push_back(std::move(in));
@@ -89,7 +89,7 @@ std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& 
   const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
   const int64_t n_eos = static_cast<int64_t>(p.eos_token_ids.size());
   const int64_t keep = std::max<int64_t>(2, 1 + n_eos) * beams;  // candidates per step
-  KvCache cache = decoder.MakeCache(beams, prompt_len + p.max_new_tokens);
+  KvCache cache = decoder.MakeSlotCache(beams, prompt_len + p.max_new_tokens);
   at::Tensor logits = Prefill(decoder, cache, image_embeds, prompt_ids, beams);
   const int64_t vocab = logits.size(1);
   at::Generator rng = at::detail::createCPUGenerator(p.seed);
@@ -202,7 +202,7 @@ std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& 
     cache.Gather(targets, sources);
     std::vector<DecoderInput> inputs(beams);
     for (int64_t b = 0; b < beams; ++b) {
-      inputs[b].slot = b;
+      inputs[b].blocks = cache.SlotBlocks(b);
       inputs[b].cached = prompt_len + step;
       inputs[b].token_ids = {running[b].back()};
     }

@@ -58,9 +58,16 @@ absl::StatusOr<OptDecoder> OptDecoder::Load(const WeightLoader& w, const OptConf
   return dec;
 }
 
-KvCache OptDecoder::MakeCache(int64_t slots, int64_t max_len) const {
+KvCache OptDecoder::MakeCache(int64_t num_blocks, int64_t block_size) const {
   const int64_t heads = config_.num_attention_heads;
-  return KvCache(config_.num_hidden_layers, slots, max_len, heads, config_.hidden_size / heads, dtype_, device());
+  return KvCache(config_.num_hidden_layers, num_blocks, block_size, heads, config_.hidden_size / heads, dtype_,
+                 device());
+}
+
+KvCache OptDecoder::MakeSlotCache(int64_t slots, int64_t max_len) const {
+  const int64_t heads = config_.num_attention_heads;
+  return KvCache::ForSlots(config_.num_hidden_layers, slots, max_len, heads, config_.hidden_size / heads, dtype_,
+                           device());
 }
 
 at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const {
@@ -111,17 +118,15 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
     for (const DecoderInput& in : inputs) {
       const int64_t n = static_cast<int64_t>(in.token_ids.size());
       const int64_t total = in.cached + n;
-      at::Tensor slot_k = cache.keys(l)[in.slot];  // [H, max_len, hd]
-      at::Tensor slot_v = cache.values(l)[in.slot];
-      slot_k.narrow(1, in.cached, n).copy_(k.narrow(1, row, n));
-      slot_v.narrow(1, in.cached, n).copy_(v.narrow(1, row, n));
+      cache.Write(static_cast<int64_t>(l), in.blocks, in.cached, k.narrow(1, row, n).transpose(0, 1),
+                  v.narrow(1, row, n).transpose(0, 1));
+      const auto [seq_k, seq_v] = cache.Read(static_cast<int64_t>(l), in.blocks, total);  // [H, total, hd]
       std::optional<at::Tensor> mask;
       if (n > 1) {  // new token j sees the cache and new tokens up to itself
         mask = at::ones({n, total}, at::TensorOptions().dtype(at::kBool).device(dev)).tril(in.cached);
       }
       outputs.push_back(at::scaled_dot_product_attention(q.narrow(1, row, n).unsqueeze(0),
-                                                         slot_k.narrow(1, 0, total).unsqueeze(0),
-                                                         slot_v.narrow(1, 0, total).unsqueeze(0), mask, 0.0,
+                                                         seq_k.unsqueeze(0), seq_v.unsqueeze(0), mask, 0.0,
                                                          /*is_causal=*/false, /*scale=*/1.0)
                             .squeeze(0));
       row += n;

@@ -2,7 +2,7 @@
 // (post-LN when do_layer_norm_before is false), ReLU MLP, optional
 // project_in/project_out, output head tied to the input embeddings unless
 // `lm_head.weight` is stored. Runs steps over a packed batch of sequences that
-// each read and extend their own KV-cache slot, so prefills and decodes of
+// each read and extend their own KV-cache blocks, so prefills and decodes of
 // unrelated requests can share one step. Internal (ATen).
 #pragma once
 
@@ -21,8 +21,8 @@ namespace blip2::engine {
 
 // One sequence's part of a step.
 struct DecoderInput {
-  int64_t slot = 0;                // its KV-cache slot
-  int64_t cached = 0;              // tokens already in the slot; the first new token's position
+  BlockTable blocks;               // its KV-cache blocks (enough for cached + new tokens)
+  int64_t cached = 0;              // tokens already in its blocks; the first new token's position
   std::vector<int64_t> token_ids;  // new tokens (a prefill: many; a decode: one)
   // [Q, D] rows that replace the embeddings of the `<image>` tokens among
   // token_ids, in order (the projected Q-Former output); undefined if none.
@@ -37,14 +37,16 @@ class OptDecoder {
   static absl::StatusOr<OptDecoder> Load(const WeightLoader& weights, const OptConfig& config,
                                          std::optional<int64_t> image_token_index, at::ScalarType dtype);
 
-  // Appends each input's tokens to its slot and returns float32 logits: for
+  // Appends each input's tokens to its blocks and returns float32 logits: for
   // each input in order, one row (its last token) or one row per new token.
   // Call under c10::InferenceMode. Callers check positions fit the cache and
   // max_position_embeddings.
   at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const;
 
-  // A cache shaped for this model.
-  KvCache MakeCache(int64_t slots, int64_t max_len) const;
+  // A paged cache shaped for this model.
+  KvCache MakeCache(int64_t num_blocks, int64_t block_size) const;
+  // A cache for one-off generation: `slots` sequences of up to max_len tokens.
+  KvCache MakeSlotCache(int64_t slots, int64_t max_len) const;
 
   const OptConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }

@@ -87,8 +87,9 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
       const at::Tensor embeds =
           m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
       if (tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
-        engine::KvCache cache = m.opt->MakeCache(1, static_cast<int64_t>(input_ids.size()));
+        engine::KvCache cache = m.opt->MakeSlotCache(1, static_cast<int64_t>(input_ids.size()));
         engine::DecoderInput in;
+        in.blocks = cache.SlotBlocks(0);
         in.token_ids = input_ids;
         in.image_embeds = embeds;
         in.all_logits = true;
@@ -150,14 +151,14 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
     const int64_t rows = static_cast<int64_t>(ids.size());
     const int64_t width = static_cast<int64_t>(ids[0].size());
     const int64_t steps = static_cast<int64_t>(expected[0].size()) - width;
-    engine::KvCache cache = m.opt->MakeCache(rows, width + steps);
+    engine::KvCache cache = m.opt->MakeSlotCache(rows, width + steps);
     std::vector<engine::DecoderInput> inputs(rows);
     std::vector<std::vector<int64_t>> history(rows);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t t = 0; t < width; ++t) {
         if (mask[r][t] != 0) history[r].push_back(ids[r][t]);  // no padding: packing needs none
       }
-      inputs[r].slot = r;
+      inputs[r].blocks = cache.SlotBlocks(r);
       inputs[r].token_ids = history[r];
       inputs[r].all_logits = true;
       inputs[r].image_embeds = m.image_path->Forward(m.PixelBatch({ReferencePixels(models, images[r])})).projected[0];
@@ -197,7 +198,7 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
         const int64_t prompt_len = static_cast<int64_t>(history[r].size()) - s;
         engine::ProcessScores(scores, history[r], s, params, 1);
         history[r].push_back(scores.argmax().item<int64_t>());
-        next[r].slot = r;
+        next[r].blocks = cache.SlotBlocks(r);
         next[r].cached = prompt_len + s;
         next[r].token_ids = {history[r].back()};
       }
@@ -242,8 +243,9 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         const std::vector<float> pixels = ReferencePixels(models, c["image"].get<std::string>());
         auto logits_of = [&](const engine::Blip2Model& m) {
           const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          engine::KvCache cache = m.opt->MakeCache(1, static_cast<int64_t>(ids.size()));
+          engine::KvCache cache = m.opt->MakeSlotCache(1, static_cast<int64_t>(ids.size()));
           engine::DecoderInput in;
+          in.blocks = cache.SlotBlocks(0);
           in.token_ids = ids;
           in.image_embeds = embeds;
           in.all_logits = true;
