@@ -8,7 +8,7 @@
 #include "common/status_macros.h"
 #include "engine/blip2_model.h"
 #include "engine/generator.h"
-#include "engine/tokenizer/stream_decoder.h"
+#include "engine/text_streamer.h"
 #include "engine/tokenizer/unicode.h"
 #include "engine/torch_util.h"
 
@@ -23,55 +23,6 @@ const char* ReasonName(FinishReason r) {
   }
   return "?";
 }
-
-// Where the earliest stop string starts in `text`, or npos.
-size_t FindStop(const std::string& text, const std::vector<std::string>& stops) {
-  size_t first = std::string::npos;
-  for (const std::string& s : stops) first = std::min(first, text.find(s));
-  return first;
-}
-
-// Streams sequence 0's text, holding back what could still turn out to be the
-// start of a stop string.
-class TextStreamer {
- public:
-  TextStreamer(const BpeTokenizer& tok, const std::vector<std::string>& stops, const TextSink& sink)
-      : decoder_(tok, /*skip_special_tokens=*/true), stops_(stops), sink_(sink) {
-    for (const auto& s : stops) hold_ = std::max(hold_, s.size() - 1);
-  }
-
-  // Returns true when a stop string has appeared.
-  bool Push(int64_t token, bool is_eos) {
-    if (!is_eos) text_ += decoder_.Push(token).value_or("");
-    const size_t stop = FindStop(text_, stops_);
-    if (stop != std::string::npos) {
-      Emit(stop);
-      return true;
-    }
-    size_t safe = text_.size() > hold_ ? text_.size() - hold_ : 0;
-    while (safe > emitted_ && safe < text_.size() && (static_cast<uint8_t>(text_[safe]) & 0xC0) == 0x80) --safe;
-    Emit(safe);
-    return false;
-  }
-  void Finish() {
-    text_ += decoder_.Finish();
-    Emit(std::min(text_.size(), FindStop(text_, stops_)));
-  }
-
- private:
-  void Emit(size_t upto) {
-    if (upto > emitted_) {
-      sink_(text_.substr(emitted_, upto - emitted_));
-      emitted_ = upto;
-    }
-  }
-  StreamDecoder decoder_;
-  const std::vector<std::string>& stops_;
-  const TextSink& sink_;
-  size_t hold_ = 0;
-  std::string text_;
-  size_t emitted_ = 0;
-};
 
 }  // namespace
 
@@ -132,7 +83,7 @@ absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request,
   GenerationHooks hooks;
   if (stream || !params.stop_strings.empty()) {
     hooks.on_token = [&](int64_t seq, int64_t token, const std::vector<int64_t>& generated) {
-      if (seq == 0 && stream) return streamer.Push(token, /*is_eos=*/false);
+      if (seq == 0 && stream) return streamer.Push(token);
       if (params.stop_strings.empty()) return false;
       auto text = tok.Decode(generated, /*skip_special_tokens=*/true);
       return text.ok() && FindStop(*text, params.stop_strings) != std::string::npos;

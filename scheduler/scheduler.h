@@ -80,6 +80,9 @@ class Scheduler {
   // Takes effect at the next Schedule; unknown ids are ignored. Returns whether the id was known.
   bool Cancel(RequestId id);
 
+  // Removes a sequence at once, freeing its blocks (a failed model step).
+  void Abort(RequestId id) { Remove(id); }
+
   SchedulerOutput Schedule(Clock::time_point now = Clock::now());
   // After the model ran `out`: every scheduled sequence produced one token;
   // those in `finished` (stop id or stop string) and those that reached

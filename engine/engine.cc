@@ -1,0 +1,517 @@
+#include "engine/engine.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "engine/blip2_model.h"
+#include "engine/generator.h"
+#include "engine/image_cache.h"
+#include "engine/logits_processors.h"
+#include "engine/text_streamer.h"
+#include "engine/tokenizer/unicode.h"
+#include "engine/torch_util.h"
+#include "scheduler/scheduler.h"
+
+namespace blip2::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// One request on the engine thread.
+struct Active {
+  int64_t id = 0;
+  EngineRequest request;
+  std::shared_ptr<RequestSink> sink;
+  GenerationParams params;
+  std::vector<int64_t> input_ids;
+  uint64_t image_key = 0;
+  at::Tensor embeds;  // [Q, D] once the image is encoded (pinned in the cache)
+  bool batched = true;  // continuous batching; false: the whole generator between steps
+  std::vector<int64_t> generated;
+  std::optional<at::Generator> rng;
+  std::unique_ptr<TextStreamer> streamer;
+  Clock::time_point submitted, first_scheduled, first_token;
+  bool scheduled = false;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  EngineConfig config;
+  std::unique_ptr<Blip2Model> model;
+  std::unique_ptr<BpeTokenizer> tokenizer;
+  int64_t kv_blocks = 0;
+
+  // Shared with submitting threads, under `mu`.
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::deque<std::unique_ptr<Active>> inbox;
+  std::vector<int64_t> cancels;
+  bool accepting = true;
+  bool stopping = false;
+  Clock::time_point stop_deadline;
+  int64_t next_id = 1;
+  EngineStats stats;
+  std::thread thread;
+
+  // Engine thread only.
+  std::map<int64_t, std::unique_ptr<Active>> active;
+  std::deque<int64_t> vision_queue;  // waiting for their image
+  std::deque<int64_t> offline_queue; // image ready, to run through the whole generator
+  std::unique_ptr<scheduler::Scheduler> sched;
+  std::optional<KvCache> kv;
+  std::unique_ptr<ImageCache> images;
+
+  void Loop();
+  void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled, bool* stop_now);
+  void Route(Active& a);
+  void RunVision(bool force);
+  void RunOffline();
+  void RunStep();
+  void Finish(int64_t id, const std::string& reason);
+  void Fail(int64_t id, const absl::Status& status);
+  void Release(int64_t id);
+  CaptionResult Result(const Active& a, const std::vector<int64_t>& tokens, const std::string& reason) const;
+  bool HasWork() const { return !active.empty(); }
+  // Queue and cache gauges, refreshed before every terminal event so a caller
+  // woken by one sees them current.
+  void UpdateGauges() {
+    std::lock_guard<std::mutex> lock(mu);
+    stats.waiting = sched->num_waiting() + static_cast<int64_t>(vision_queue.size() + offline_queue.size());
+    stats.running = sched->num_running();
+    stats.kv_blocks_used = sched->num_used_blocks();
+  }
+  void Count(int64_t EngineStats::*field, int64_t n = 1) {
+    std::lock_guard<std::mutex> lock(mu);
+    stats.*field += n;
+  }
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() { Shutdown(std::chrono::milliseconds(0)); }
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& options, const EngineConfig& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
+  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
+  try {
+    c10::InferenceMode guard;
+    // Size the paged cache: a block count, or a byte budget.
+    KvCache probe = impl->model->opt->MakeCache(1, config.kv_block_size);
+    impl->kv_blocks = config.kv_blocks > 0 ? config.kv_blocks : config.kv_cache_bytes / probe.bytes_per_block();
+    if (impl->kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
+    impl->kv.emplace(impl->model->opt->MakeCache(impl->kv_blocks, config.kv_block_size));
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "allocating the KV cache");
+  }
+  scheduler::SchedulerConfig sc;
+  sc.block_size = config.kv_block_size;
+  sc.num_blocks = impl->kv_blocks;
+  sc.max_num_seqs = config.max_num_seqs;
+  sc.max_batched_tokens = config.max_batched_tokens;
+  sc.watermark = config.kv_watermark;
+  impl->sched = std::make_unique<scheduler::Scheduler>(sc);
+  impl->images = std::make_unique<ImageCache>(config.image_cache_bytes);
+  impl->stats.kv_blocks_total = impl->kv_blocks;
+  common::LogInfo("engine", absl::StrCat("KV cache: ", impl->kv_blocks, " blocks of ", config.kv_block_size,
+                                         " tokens; max ", config.max_num_seqs, " sequences, ",
+                                         config.max_batched_tokens, " tokens per step"));
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->Loop(); });
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const ModelSpec& Engine::spec() const { return impl_->model->spec; }
+
+std::vector<int64_t> Engine::pixel_shape() const {
+  const VisionConfig& v = spec().config.vision;
+  return {v.num_channels, v.image_size, v.image_size};
+}
+
+absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
+  Impl& m = *impl_;
+  auto a = std::make_unique<Active>();
+  ASSIGN_OR_RETURN(a->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
+  const auto shape = pixel_shape();
+  if (request.pixels.size() != static_cast<size_t>(shape[0] * shape[1] * shape[2])) {
+    return absl::InvalidArgumentError(absl::StrCat("image has ", request.pixels.size(), " pixel values; expected ",
+                                                   shape[0] * shape[1] * shape[2]));
+  }
+  if (!IsValidUtf8(request.prompt)) return absl::InvalidArgumentError("prompt is not valid UTF-8");
+  ASSIGN_OR_RETURN(std::vector<int64_t> text_ids, m.tokenizer->Encode(request.prompt));
+  const int64_t image_token = *spec().config.image_token_index;
+  if (std::count(text_ids.begin(), text_ids.end(), image_token) > 0) {
+    return absl::InvalidArgumentError("prompt must not contain the <image> token");
+  }
+  a->input_ids.assign(spec().processor_num_query_tokens, image_token);
+  a->input_ids.insert(a->input_ids.end(), text_ids.begin(), text_ids.end());
+  const int64_t total = static_cast<int64_t>(a->input_ids.size()) + a->params.max_new_tokens;
+  if (total > spec().config.opt.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", a->input_ids.size(), " tokens plus max_new_tokens ",
+                                                   a->params.max_new_tokens, " exceeds the model's ",
+                                                   spec().config.opt.max_position_embeddings,
+                                                   " positions (max_position_embeddings)"));
+  }
+  a->batched = a->params.num_beams == 1 && a->params.num_return_sequences == 1;
+  const int64_t copies = a->batched ? 1 : std::max(a->params.num_beams, a->params.num_return_sequences);
+  if (a->batched && scheduler::BlocksFor(total, m.config.kv_block_size) > m.kv_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
+                                                   m.kv_blocks, ")"));
+  }
+  (void)copies;
+  a->image_key = ImageKey(request.pixels.data(), request.pixels.size());
+  a->sink = std::move(sink);
+  a->request = std::move(request);
+  a->submitted = Clock::now();
+  if (a->params.do_sample) a->rng = at::detail::createCPUGenerator(a->params.seed);
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (!m.accepting) return absl::UnavailableError("the engine is shutting down");
+  if (static_cast<int64_t>(m.inbox.size()) >= m.config.inbox_capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat("the engine's inbox is full (", m.config.inbox_capacity,
+                                                     " requests); retry later"));
+  }
+  a->id = m.next_id++;
+  const int64_t id = a->id;
+  m.inbox.push_back(std::move(a));
+  ++m.stats.submitted;
+  m.wake.notify_one();
+  return id;
+}
+
+void Engine::Cancel(int64_t id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->cancels.push_back(id);
+  impl_->wake.notify_one();
+}
+
+void Engine::Shutdown(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (!impl_->accepting && !impl_->thread.joinable()) return;
+    impl_->accepting = false;
+    impl_->stopping = true;
+    impl_->stop_deadline = Clock::now() + grace;
+    impl_->wake.notify_one();
+  }
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+bool Engine::Healthy() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->accepting;
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
+                             bool* stop_now) {
+  std::unique_lock<std::mutex> lock(mu);
+  const bool vision_pending = !vision_queue.empty();
+  if (inbox.empty() && cancels.empty() && !HasWork() && !stopping) {
+    wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || stopping; });
+  } else if (inbox.empty() && cancels.empty() && vision_pending && sched->num_running() + sched->num_waiting() == 0 &&
+             offline_queue.empty()) {
+    // Only images wait: give others a moment to join their batch.
+    wake.wait_for(lock, config.vision_max_queue_delay, [&] { return !inbox.empty() || stopping; });
+  }
+  while (!inbox.empty()) {
+    added->push_back(std::move(inbox.front()));
+    inbox.pop_front();
+  }
+  cancelled->swap(cancels);
+  *stop_now = stopping && Clock::now() >= stop_deadline;
+}
+
+void Engine::Impl::Loop() {
+  c10::InferenceMode guard;
+  while (true) {
+    std::vector<std::unique_ptr<Active>> added;
+    std::vector<int64_t> cancelled;
+    bool stop_now = false;
+    TakeInbox(&added, &cancelled, &stop_now);
+    for (auto& a : added) {
+      const int64_t id = a->id;
+      active.emplace(id, std::move(a));
+      vision_queue.push_back(id);
+    }
+    for (int64_t id : cancelled) {
+      if (active.count(id) == 0) continue;  // unknown or already finished: harmless
+      if (std::find(vision_queue.begin(), vision_queue.end(), id) != vision_queue.end() ||
+          std::find(offline_queue.begin(), offline_queue.end(), id) != offline_queue.end()) {
+        Finish(id, "cancelled");
+      } else {
+        sched->Cancel(id);
+      }
+    }
+    if (stop_now) {
+      std::vector<int64_t> ids;
+      for (const auto& [id, a] : active) ids.push_back(id);
+      for (int64_t id : ids) Fail(id, absl::UnavailableError("the engine shut down before the request finished"));
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stopping && active.empty() && inbox.empty()) return;
+    }
+    const bool llm_idle = sched->num_running() + sched->num_waiting() == 0 && offline_queue.empty();
+    RunVision(/*force=*/!llm_idle ? false : true);
+    RunOffline();
+    RunStep();
+  }
+}
+
+void Engine::Impl::Route(Active& a) {
+  images->Pin(a.image_key);
+  if (!a.batched) {
+    offline_queue.push_back(a.id);
+    return;
+  }
+  scheduler::SequenceRequest r{a.id, static_cast<int64_t>(a.input_ids.size()), a.params.max_new_tokens,
+                               a.request.priority, a.request.deadline};
+  if (sched->Add(r) != scheduler::AddResult::kQueued) {
+    Fail(a.id, absl::InvalidArgumentError("the request can never fit the KV cache"));
+    return;
+  }
+  TextPieceSink piece;
+  if (a.sink) {
+    RequestSink* sink = a.sink.get();
+    piece = [sink](const std::string& text) { sink->OnText(text); };
+  }
+  a.streamer = std::make_unique<TextStreamer>(*tokenizer, a.params.stop_strings, piece);
+}
+
+void Engine::Impl::RunVision(bool force) {
+  if (vision_queue.empty()) return;
+  // Requests whose image is cached go straight on; the rest wait for a batch.
+  std::vector<uint64_t> missing;
+  std::map<uint64_t, const std::vector<float>*> pixels_of;
+  for (int64_t id : vision_queue) {
+    Active& a = *active.at(id);
+    if (images->Find(a.image_key).defined()) continue;
+    if (pixels_of.emplace(a.image_key, &a.request.pixels).second) missing.push_back(a.image_key);
+  }
+  const auto oldest = active.at(vision_queue.front())->submitted;
+  const bool full = static_cast<int64_t>(missing.size()) >= config.vision_max_batch;
+  const bool waited = Clock::now() - oldest >= config.vision_max_queue_delay;
+  if (!missing.empty() && (full || waited || force)) {
+    missing.resize(std::min<size_t>(missing.size(), config.vision_max_batch));
+    std::vector<std::vector<float>> batch;
+    for (uint64_t key : missing) batch.push_back(*pixels_of.at(key));
+    try {
+      const at::Tensor embeds = model->image_path->Forward(model->PixelBatch(batch)).projected;
+      for (size_t i = 0; i < missing.size(); ++i) images->Insert(missing[i], embeds[static_cast<int64_t>(i)]);
+      Count(&EngineStats::images_encoded, static_cast<int64_t>(missing.size()));
+      Count(&EngineStats::encoder_batches);
+    } catch (const std::exception& e) {
+      const absl::Status status = StatusFromException(e, "encoding images");
+      std::vector<int64_t> failed;
+      for (int64_t id : vision_queue) {
+        if (std::find(missing.begin(), missing.end(), active.at(id)->image_key) != missing.end()) failed.push_back(id);
+      }
+      for (int64_t id : failed) Fail(id, status);
+      return;
+    }
+  }
+  std::deque<int64_t> still;
+  const std::deque<int64_t> queued = vision_queue;
+  for (int64_t id : queued) {
+    if (active.count(id) == 0) continue;  // failed while routing
+    Active& a = *active.at(id);
+    a.embeds = images->Find(a.image_key);
+    if (!a.embeds.defined()) {
+      still.push_back(id);
+      continue;
+    }
+    // Every request but the one that brought a newly encoded image skipped the encoder.
+    auto fresh = std::find(missing.begin(), missing.end(), a.image_key);
+    if (fresh != missing.end()) {
+      missing.erase(fresh);
+    } else {
+      Count(&EngineStats::image_cache_hits);
+    }
+    Route(a);
+  }
+  vision_queue.swap(still);
+}
+
+CaptionResult Engine::Impl::Result(const Active& a, const std::vector<int64_t>& tokens,
+                                   const std::string& reason) const {
+  GeneratedSequence seq;
+  seq.token_ids = tokens;
+  seq.finish_reason = reason;
+  std::vector<int64_t> text_ids = tokens;
+  if (reason == "eos" && !text_ids.empty()) text_ids.pop_back();
+  seq.text = tokenizer->Decode(text_ids, true).value_or("");
+  if (const size_t stop = FindStop(seq.text, a.params.stop_strings); stop != std::string::npos) seq.text.resize(stop);
+  CaptionResult result;
+  result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
+  result.sequences.push_back(std::move(seq));
+  return result;
+}
+
+void Engine::Impl::RunOffline() {
+  while (!offline_queue.empty()) {
+    const int64_t id = offline_queue.front();
+    offline_queue.pop_front();
+    Active& a = *active.at(id);
+    a.first_scheduled = Clock::now();
+    a.scheduled = true;
+    try {
+      const std::vector<Hypothesis> hyps = Generate(*model->opt, a.embeds, a.input_ids, a.params);
+      CaptionResult result;
+      result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
+      static const char* kReasons[] = {"eos", "length", "stop_string"};
+      int64_t tokens = 0;
+      for (const Hypothesis& h : hyps) {
+        CaptionResult one = Result(a, h.tokens, kReasons[static_cast<int>(h.reason)]);
+        result.sequences.push_back(std::move(one.sequences[0]));
+        tokens += static_cast<int64_t>(h.tokens.size());
+      }
+      Usage usage;
+      usage.prompt_tokens = result.prompt_tokens;
+      usage.completion_tokens = tokens;
+      usage.queue_ms = Ms(a.submitted, a.first_scheduled);
+      usage.total_ms = Ms(a.submitted, Clock::now());
+      usage.time_to_first_token_ms = usage.total_ms;
+      const std::shared_ptr<RequestSink> sink = a.sink;
+      Count(&EngineStats::finished);
+      Release(id);
+      UpdateGauges();
+      if (sink && !result.sequences.empty()) sink->OnText(result.sequences[0].text);
+      if (sink) sink->OnFinished(result, usage);
+    } catch (const std::exception& e) {
+      Fail(id, StatusFromException(e, "generating"));
+    }
+  }
+}
+
+void Engine::Impl::RunStep() {
+  if (sched->num_running() + sched->num_waiting() == 0) return;
+  const scheduler::SchedulerOutput out = sched->Schedule(Clock::now());
+  for (int64_t id : out.expired) Fail(id, absl::DeadlineExceededError("the request's deadline passed"));
+  for (int64_t id : out.cancelled) Finish(id, "cancelled");
+  if (!out.preempted.empty()) Count(&EngineStats::preemptions, static_cast<int64_t>(out.preempted.size()));
+  if (out.sequences.empty()) return;
+  std::vector<DecoderInput> inputs;
+  const Clock::time_point now = Clock::now();
+  for (const scheduler::ScheduledSequence& s : out.sequences) {
+    Active& a = *active.at(s.id);
+    if (!a.scheduled) {
+      a.scheduled = true;
+      a.first_scheduled = now;
+    }
+    DecoderInput in;
+    in.blocks = s.block_table;
+    in.cached = s.cached_tokens;
+    if (s.is_prefill) {  // the prompt, plus what it had generated before a preemption
+      in.token_ids = a.input_ids;
+      in.token_ids.insert(in.token_ids.end(), a.generated.begin(), a.generated.end());
+      in.image_embeds = a.embeds;
+    } else {
+      in.token_ids = {a.generated.back()};
+    }
+    inputs.push_back(std::move(in));
+  }
+  at::Tensor logits;
+  try {
+    logits = model->opt->Step(inputs, *kv);
+  } catch (const std::exception& e) {
+    const absl::Status status = StatusFromException(e, "decoder step");
+    for (const scheduler::ScheduledSequence& s : out.sequences) {
+      sched->Abort(s.id);
+      Fail(s.id, status);
+    }
+    return;
+  }
+  Count(&EngineStats::steps);
+  std::vector<int64_t> finished;
+  std::map<int64_t, std::string> reasons;
+  for (size_t i = 0; i < out.sequences.size(); ++i) {
+    Active& a = *active.at(out.sequences[i].id);
+    at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
+    std::vector<int64_t> history = a.input_ids;
+    history.insert(history.end(), a.generated.begin(), a.generated.end());
+    ProcessScores(scores, history, static_cast<int64_t>(a.generated.size()), a.params, 1);
+    int64_t token;
+    if (a.params.do_sample) {
+      token = at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>();
+    } else {
+      token = scores.argmax().item<int64_t>();
+    }
+    if (a.generated.empty()) a.first_token = Clock::now();
+    a.generated.push_back(token);
+    const bool eos = std::find(a.params.eos_token_ids.begin(), a.params.eos_token_ids.end(), token) !=
+                     a.params.eos_token_ids.end();
+    if (eos) {
+      finished.push_back(a.id);
+      reasons[a.id] = "eos";
+    } else if (a.streamer->Push(token)) {
+      finished.push_back(a.id);
+      reasons[a.id] = "stop_string";
+    }
+  }
+  for (int64_t id : sched->Update(out, finished)) {
+    Finish(id, reasons.count(id) > 0 ? reasons[id] : "length");
+  }
+}
+
+void Engine::Impl::Finish(int64_t id, const std::string& reason) {
+  auto it = active.find(id);
+  if (it == active.end()) return;
+  Active& a = *it->second;
+  if (a.streamer) a.streamer->Finish();
+  const CaptionResult result = Result(a, a.generated, reason);
+  const std::shared_ptr<RequestSink> sink = a.sink;
+  const Clock::time_point now = Clock::now();
+  Usage usage;
+  usage.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
+  usage.completion_tokens = static_cast<int64_t>(a.generated.size());
+  usage.queue_ms = a.scheduled ? Ms(a.submitted, a.first_scheduled) : Ms(a.submitted, now);
+  usage.time_to_first_token_ms = a.generated.empty() ? 0 : Ms(a.submitted, a.first_token);
+  usage.total_ms = Ms(a.submitted, now);
+  Count(&EngineStats::finished);
+  Release(id);
+  UpdateGauges();
+  if (sink) sink->OnFinished(result, usage);
+}
+
+void Engine::Impl::Fail(int64_t id, const absl::Status& status) {
+  auto it = active.find(id);
+  if (it == active.end()) return;
+  const std::shared_ptr<RequestSink> sink = it->second->sink;
+  Count(&EngineStats::failed);
+  sched->Abort(id);
+  Release(id);
+  UpdateGauges();
+  if (sink) sink->OnError(status);
+}
+
+void Engine::Impl::Release(int64_t id) {
+  auto it = active.find(id);
+  if (it == active.end()) return;
+  if (it->second->embeds.defined()) images->Unpin(it->second->image_key);
+  vision_queue.erase(std::remove(vision_queue.begin(), vision_queue.end(), id), vision_queue.end());
+  offline_queue.erase(std::remove(offline_queue.begin(), offline_queue.end(), id), offline_queue.end());
+  active.erase(it);
+}
+
+}  // namespace blip2::engine

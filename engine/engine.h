@@ -1,0 +1,117 @@
+// The serving engine: one thread owns the model, the device, the KV storage,
+// the image cache and the schedulers; everything else talks to it through a
+// bounded inbox and per-request sinks. Torch-free header.
+//
+// A request's images go through the vision batcher (encoder + Q-Former once per
+// distinct image, batched, cached by content hash); its text through
+// continuous batching over the block-paged KV cache, where requests join and
+// leave every step. Greedy and sampled requests with one sequence are batched
+// this way; beam search and several samples per request run on the engine
+// thread as a whole (the offline generator), between steps.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/captioner.h"
+#include "engine/generation_params.h"
+#include "engine/image_encoder.h"
+
+namespace blip2::engine {
+
+struct EngineConfig {
+  // KV cache.
+  int64_t kv_block_size = 16;
+  int64_t kv_blocks = 0;           // 0: from kv_cache_bytes
+  int64_t kv_cache_bytes = 256ll << 20;
+  double kv_watermark = 0.01;
+  // LLM scheduler.
+  int64_t max_num_seqs = 128;
+  int64_t max_batched_tokens = 4096;
+  // Vision batcher.
+  int64_t vision_max_batch = 8;
+  std::chrono::microseconds vision_max_queue_delay{2000};
+  int64_t image_cache_bytes = 64ll << 20;
+  // Requests.
+  int64_t inbox_capacity = 1024;
+  GenerationLimits limits;
+};
+
+struct EngineRequest {
+  std::vector<float> pixels;  // one preprocessed image, [C, H, W]
+  std::string prompt;
+  GenerationOverrides overrides;
+  int priority = 0;  // lower runs first
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  double queue_ms = 0;           // submit -> first scheduled
+  double time_to_first_token_ms = 0;
+  double total_ms = 0;
+};
+
+// Receives one request's results, on the engine thread: must be quick and must
+// not call back into the engine. After any number of OnText calls, exactly one
+// of OnFinished or OnError.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  // New text of the request's (first) sequence, as it is produced.
+  virtual void OnText(const std::string& text) {}
+  // finish_reason of each sequence: "eos", "length", "stop_string" or "cancelled".
+  virtual void OnFinished(const CaptionResult& result, const Usage& usage) = 0;
+  virtual void OnError(const absl::Status& status) = 0;
+};
+
+struct EngineStats {
+  int64_t submitted = 0;
+  int64_t finished = 0;
+  int64_t failed = 0;
+  int64_t images_encoded = 0;     // encoder forwards, per image
+  int64_t encoder_batches = 0;
+  int64_t image_cache_hits = 0;
+  int64_t steps = 0;              // LLM steps
+  int64_t preemptions = 0;
+  int64_t waiting = 0;
+  int64_t running = 0;
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Start(const EngineOptions& options, const EngineConfig& config = {});
+  ~Engine();  // Shutdown(0)
+
+  // Validates and tokenizes on the caller's thread, then queues. Errors:
+  // UNAVAILABLE after shutdown, RESOURCE_EXHAUSTED when the inbox is full,
+  // INVALID_ARGUMENT for bad options, prompts or images, or a request that
+  // could never fit the KV cache. Returns the request id.
+  absl::StatusOr<int64_t> Submit(EngineRequest request, std::shared_ptr<RequestSink> sink);
+  // Ends a request within one step (its sink gets OnFinished with "cancelled").
+  // Unknown or finished ids are ignored.
+  void Cancel(int64_t id);
+  // Stops accepting requests, lets running ones finish for up to `grace`, then
+  // ends the rest with UNAVAILABLE. Every sink gets exactly one terminal event.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  bool Healthy() const;
+  EngineStats Stats() const;
+  const ModelSpec& spec() const;
+  std::vector<int64_t> pixel_shape() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace blip2::engine

@@ -1,0 +1,61 @@
+#include "engine/image_cache.h"
+
+#include <cstring>
+
+namespace blip2::engine {
+
+uint64_t ImageKey(const float* pixels, size_t count) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(pixels);
+  for (size_t i = 0; i < count * sizeof(float); ++i) {
+    h ^= bytes[i];
+    h *= 1099511628211ull;
+  }
+  return h ^ count;
+}
+
+at::Tensor ImageCache::Find(uint64_t key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return at::Tensor();
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.embeds;
+}
+
+void ImageCache::Insert(uint64_t key, const at::Tensor& embeds) {
+  if (entries_.count(key) > 0) return;
+  lru_.push_front(key);
+  Entry e;
+  e.embeds = embeds;
+  e.bytes = static_cast<int64_t>(embeds.nbytes());
+  e.lru = lru_.begin();
+  bytes_ += e.bytes;
+  entries_.emplace(key, std::move(e));
+  Evict(key);
+}
+
+void ImageCache::Pin(uint64_t key) { ++entries_.at(key).pins; }
+
+void ImageCache::Unpin(uint64_t key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return;
+  --it->second.pins;
+  Evict(key);
+  if (it->second.pins == 0 && bytes_ > budget_) {  // the last user of an entry over budget
+    bytes_ -= it->second.bytes;
+    lru_.erase(it->second.lru);
+    entries_.erase(it);
+  }
+}
+
+void ImageCache::Evict(uint64_t keep) {
+  for (auto it = lru_.end(); bytes_ > budget_ && it != lru_.begin();) {
+    --it;
+    auto entry = entries_.find(*it);
+    if (entry->second.pins > 0 || *it == keep) continue;
+    bytes_ -= entry->second.bytes;
+    entries_.erase(entry);
+    it = lru_.erase(it);
+  }
+}
+
+}  // namespace blip2::engine

@@ -1,0 +1,247 @@
+// The serving engine with the tiny OPT fixture: concurrent requests get
+// exactly the ids they get alone (also under preemption), images are encoded
+// once, cancellation frees the KV cache, and faults end requests cleanly.
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "engine/captioner.h"
+#include "engine/engine.h"
+#include "engine/safetensors.h"
+#include "tests/catch.h"
+#include "tests/test_support.h"
+
+namespace blip2::engine {
+namespace {
+
+std::string Model() { return testing::FixturesDir() + "/blip2-tiny-opt"; }
+
+std::vector<float> Pixels(const std::string& image) {
+  auto file = SafetensorsFile::Open(Model() + "/reference.safetensors");
+  REQUIRE(file.ok());
+  const TensorView& v = (*file)->tensors().at("pixel_values." + image);
+  std::vector<float> pixels(v.numel());
+  std::memcpy(pixels.data(), v.data, v.nbytes);
+  return pixels;
+}
+
+// Collects one request's events; Wait() blocks until the terminal one.
+class Collector : public RequestSink {
+ public:
+  void OnText(const std::string& text) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    text_ += text;
+    ++pieces_;
+    cv_.notify_all();
+    if (block_) cv_.wait(lock, [&] { return !block_; });
+  }
+  void OnFinished(const CaptionResult& result, const Usage& usage) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    result_ = result;
+    usage_ = usage;
+    ++terminal_;
+    cv_.notify_all();
+  }
+  void OnError(const absl::Status& status) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = status;
+    ++terminal_;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return terminal_ > 0; });
+  }
+  void WaitForText() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return pieces_ > 0 || terminal_ > 0; });
+  }
+  void Block(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    block_ = on;
+    cv_.notify_all();
+  }
+  std::optional<CaptionResult> result() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return result_;
+  }
+  absl::Status error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  int terminal() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return terminal_;
+  }
+  std::string text() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return text_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string text_;
+  int pieces_ = 0;
+  bool block_ = false;
+  std::optional<CaptionResult> result_;
+  Usage usage_;
+  absl::Status error_;
+  int terminal_ = 0;
+};
+
+// A varied mix of requests: images, prompts, lengths and decoding options.
+std::vector<CaptionRequest> Mix(int n) {
+  const std::vector<std::string> images = {"chelsea", "coffee", "astronaut", "camera_gray"};
+  const std::vector<std::string> prompts = {"", "Question: what animal is this? Answer:", "a photo of"};
+  std::vector<CaptionRequest> mix;
+  for (int i = 0; i < n; ++i) {
+    CaptionRequest r;
+    r.pixels = Pixels(images[i % images.size()]);
+    r.prompt = prompts[i % prompts.size()];
+    r.overrides.max_new_tokens = 3 + (i * 7) % 14;
+    switch (i % 6) {
+      case 1: r.overrides.temperature = 0.9; r.overrides.seed = 100 + i; break;
+      case 2: r.overrides.repetition_penalty = 1.5; break;
+      case 3: r.overrides.no_repeat_ngram_size = 2; r.overrides.min_new_tokens = 2; break;
+      case 4: r.overrides.top_k = 5; r.overrides.top_p = 0.8; r.overrides.seed = 7; break;
+      case 5: if (i % 12 == 5) r.overrides.num_beams = 3; break;  // a beam request now and then
+    }
+    mix.push_back(std::move(r));
+  }
+  return mix;
+}
+
+void ExpectSameAsAlone(const EngineConfig& config, int n) {
+  auto alone = Captioner::Load({Model()});
+  REQUIRE(alone.ok());
+  const std::vector<CaptionRequest> mix = Mix(n);
+  std::vector<std::vector<int64_t>> expected;
+  for (const CaptionRequest& r : mix) expected.push_back((*alone)->Generate(r)->sequences[0].token_ids);
+
+  auto engine = Engine::Start({Model()}, config);
+  REQUIRE(engine.ok());
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < n; ++i) {
+    if (i % 5 == 4) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // staggered arrivals
+    auto sink = std::make_shared<Collector>();
+    EngineRequest req{mix[i].pixels, mix[i].prompt, mix[i].overrides, 0, std::nullopt};
+    REQUIRE((*engine)->Submit(std::move(req), sink).ok());
+    sinks.push_back(sink);
+  }
+  for (int i = 0; i < n; ++i) {
+    sinks[i]->Wait();
+    INFO("request " << i);
+    REQUIRE(sinks[i]->result().has_value());
+    CHECK(sinks[i]->result()->sequences[0].token_ids == expected[i]);
+    if (!mix[i].overrides.num_beams) CHECK(sinks[i]->text() == sinks[i]->result()->sequences[0].text);
+  }
+  const EngineStats stats = (*engine)->Stats();
+  CHECK(stats.finished == n);
+  CHECK(stats.kv_blocks_used == 0);
+  if (config.kv_blocks > 0 && config.kv_blocks < 12) CHECK(stats.preemptions > 0);
+}
+
+TEST_CASE("engine: 30 concurrent requests produce exactly the ids they produce alone") {
+  ExpectSameAsAlone(EngineConfig{}, 30);
+}
+
+TEST_CASE("engine: the same under forced preemption (a tiny KV cache)") {
+  EngineConfig tight;
+  tight.kv_block_size = 4;
+  tight.kv_blocks = 10;  // 40 positions: a few sequences at a time
+  tight.kv_watermark = 0;
+  ExpectSameAsAlone(tight, 24);
+}
+
+TEST_CASE("engine: many requests on one image run the encoder once") {
+  auto engine = Engine::Start({Model()});
+  REQUIRE(engine.ok());
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < 12; ++i) {
+    auto sink = std::make_shared<Collector>();
+    EngineRequest req{Pixels("coffee"), "", {}, 0, std::nullopt};
+    req.overrides.max_new_tokens = 4;
+    REQUIRE((*engine)->Submit(std::move(req), sink).ok());
+    sinks.push_back(sink);
+  }
+  for (auto& s : sinks) s->Wait();
+  const EngineStats stats = (*engine)->Stats();
+  CHECK(stats.images_encoded == 1);
+  CHECK(stats.image_cache_hits == 11);
+}
+
+TEST_CASE("engine: cancelling half of the requests mid-stream leaves no KV block in use") {
+  auto engine = Engine::Start({Model()});
+  REQUIRE(engine.ok());
+  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 16; ++i) {
+    auto sink = std::make_shared<Collector>();
+    EngineRequest req{Pixels(i % 2 ? "chelsea" : "coffee"), "", {}, 0, std::nullopt};
+    req.overrides.max_new_tokens = 60;
+    req.overrides.min_new_tokens = 60;
+    auto id = (*engine)->Submit(std::move(req), sink);
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+    sinks.push_back(sink);
+  }
+  for (int i = 0; i < 16; i += 2) {
+    sinks[i]->WaitForText();
+    (*engine)->Cancel(ids[i]);
+  }
+  (*engine)->Cancel(987654);  // unknown: harmless
+  for (int i = 0; i < 16; ++i) {
+    sinks[i]->Wait();
+    CHECK(sinks[i]->terminal() == 1);
+    REQUIRE(sinks[i]->result().has_value());
+    const std::string& reason = sinks[i]->result()->sequences[0].finish_reason;
+    CHECK(reason == (i % 2 == 0 && sinks[i]->result()->sequences[0].token_ids.size() < 60 ? "cancelled" : reason));
+  }
+  const EngineStats stats = (*engine)->Stats();
+  CHECK(stats.kv_blocks_used == 0);
+  CHECK(stats.running == 0);
+}
+
+TEST_CASE("engine: bad requests and shutdown") {
+  EngineConfig config;
+  config.inbox_capacity = 1;
+  config.kv_blocks = 4;
+  config.kv_block_size = 4;
+  auto engine = Engine::Start({Model()}, config);
+  REQUIRE(engine.ok());
+  // A prompt that can never fit the KV budget is refused at once.
+  EngineRequest big{Pixels("chelsea"), "a photo of a cat on a mat", {}, 0, std::nullopt};
+  big.overrides.max_new_tokens = 20;
+  const auto never = (*engine)->Submit(big, std::make_shared<Collector>());
+  CHECK(never.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(never.status().message().find("KV") != std::string::npos);
+  EngineRequest image_token{Pixels("chelsea"), "<image>", {}, 0, std::nullopt};
+  CHECK((*engine)->Submit(image_token, std::make_shared<Collector>()).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+
+  // Inbox full: the engine thread is held inside a sink while two more arrive.
+  auto blocker = std::make_shared<Collector>();
+  blocker->Block(true);
+  EngineRequest small{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  small.overrides.max_new_tokens = 3;
+  REQUIRE((*engine)->Submit(small, blocker).ok());
+  blocker->WaitForText();
+  auto queued = std::make_shared<Collector>();
+  REQUIRE((*engine)->Submit(small, queued).ok());
+  const auto full = (*engine)->Submit(small, std::make_shared<Collector>());
+  CHECK(full.status().code() == absl::StatusCode::kResourceExhausted);
+  blocker->Block(false);
+
+  // Shutdown with requests in flight: one terminal event each; then UNAVAILABLE.
+  (*engine)->Shutdown(std::chrono::milliseconds(0));
+  CHECK(blocker->terminal() == 1);
+  CHECK(queued->terminal() == 1);
+  CHECK((*engine)->Submit(small, std::make_shared<Collector>()).status().code() == absl::StatusCode::kUnavailable);
+  CHECK_FALSE((*engine)->Healthy());
+}
+
+}  // namespace
+}  // namespace blip2::engine
