@@ -114,7 +114,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
     c10::InferenceMode guard;
     // Size the paged cache: a block count, or a byte budget.
     KvCache probe = impl->model->opt->MakeCache(1, config.kv_block_size);
-    impl->kv_blocks = config.kv_blocks > 0 ? config.kv_blocks : config.kv_cache_bytes / probe.bytes_per_block();
+    // Never more than max_num_seqs sequences of the longest possible length can use.
+    const int64_t useful = config.max_num_seqs *
+                           scheduler::BlocksFor(impl->model->spec.config.opt.max_position_embeddings, config.kv_block_size);
+    impl->kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
+                                           : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
     if (impl->kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
     impl->kv.emplace(impl->model->opt->MakeCache(impl->kv_blocks, config.kv_block_size));
   } catch (const std::exception& e) {

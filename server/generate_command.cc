@@ -12,10 +12,13 @@
 #include "absl/strings/str_join.h"
 #include "common/cli_flags.h"
 #include "common/file_util.h"
-#include "engine/captioner.h"
+#include "absl/strings/str_split.h"
+#include "engine/engine.h"
+#include <nlohmann/json.hpp>
 #include "engine/image_preprocessor.h"
 #include "server/commands.h"
 #include "server/image_decoder.h"
+#include "server/waiting_sink.h"
 
 namespace blip2::server {
 namespace {
@@ -77,6 +80,115 @@ absl::StatusOr<engine::GenerationOverrides> OverridesFromFlags(const CliFlags& f
   return o;
 }
 
+// Image file -> preprocessed pixels for the engine.
+absl::StatusOr<std::vector<float>> LoadPixels(const std::string& path, const engine::Engine& engine,
+                                               int64_t max_pixels) {
+  auto bytes = common::ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  auto rgb = DecodeImage(*bytes, DecodeLimits{max_pixels});
+  if (!rgb.ok()) return absl::Status(rgb.status().code(), path + ": " + std::string(rgb.status().message()));
+  return engine::PreprocessImage(*rgb, engine.spec().image_processor);
+}
+
+// One line of --requests: {"image": ..., "prompt"|"question": ..., options as in transformers' generate}.
+absl::StatusOr<std::pair<std::string, engine::EngineRequest>> RequestFromJson(const nlohmann::json& j) {
+  if (!j.is_object()) return absl::InvalidArgumentError("each line must be a JSON object");
+  engine::EngineRequest r;
+  std::string image;
+  engine::GenerationOverrides& o = r.overrides;
+  try {
+    for (const auto& [key, v] : j.items()) {
+      if (key == "image") image = v.get<std::string>();
+      else if (key == "prompt") r.prompt = v.get<std::string>();
+      else if (key == "question") r.prompt = engine::QuestionPrompt(v.get<std::string>());
+      else if (key == "priority") r.priority = v.get<int>();
+      else if (key == "max_new_tokens") o.max_new_tokens = v.get<int64_t>();
+      else if (key == "min_new_tokens") o.min_new_tokens = v.get<int64_t>();
+      else if (key == "num_beams") o.num_beams = v.get<int64_t>();
+      else if (key == "num_return_sequences") o.num_return_sequences = v.get<int64_t>();
+      else if (key == "length_penalty") o.length_penalty = v.get<double>();
+      else if (key == "temperature") o.temperature = v.get<double>();
+      else if (key == "top_p") o.top_p = v.get<double>();
+      else if (key == "top_k") o.top_k = v.get<int64_t>();
+      else if (key == "seed") o.seed = v.get<uint64_t>();
+      else if (key == "repetition_penalty") o.repetition_penalty = v.get<double>();
+      else if (key == "no_repeat_ngram_size") o.no_repeat_ngram_size = v.get<int64_t>();
+      else if (key == "stop") o.stop_strings = v.is_string() ? std::vector<std::string>{v.get<std::string>()}
+                                                              : v.get<std::vector<std::string>>();
+      else if (key == "early_stopping") {
+        auto e = engine::ParseEarlyStopping(v.is_string() ? v.get<std::string>() : (v.get<bool>() ? "true" : "false"));
+        if (!e.ok()) return e.status();
+        o.early_stopping = *e;
+      } else {
+        return absl::InvalidArgumentError("unknown field \"" + key + "\"");
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(std::string("a field has the wrong type: ") + e.what());
+  }
+  if (image.empty()) return absl::InvalidArgumentError("\"image\" is required");
+  return std::make_pair(image, std::move(r));
+}
+
+nlohmann::json ResultJson(const absl::StatusOr<engine::CaptionResult>& result, const engine::Usage& usage) {
+  if (!result.ok()) return {{"error", result.status().ToString()}};
+  nlohmann::json sequences = nlohmann::json::array();
+  for (const auto& s : result->sequences) {
+    sequences.push_back({{"text", s.text}, {"token_ids", s.token_ids}, {"finish_reason", s.finish_reason}});
+  }
+  return {{"sequences", sequences},
+          {"usage",
+           {{"prompt_tokens", usage.prompt_tokens},
+            {"completion_tokens", usage.completion_tokens},
+            {"queue_ms", usage.queue_ms},
+            {"time_to_first_token_ms", usage.time_to_first_token_ms},
+            {"total_ms", usage.total_ms}}}};
+}
+
+// --requests FILE.jsonl: every line submitted at once, one JSON result line each, in input order.
+int RunRequestsFile(engine::Engine& engine, const std::string& path, int64_t max_pixels) {
+  auto text = common::ReadFile(path);
+  if (!text.ok()) return Fail(text.status());
+  std::vector<nlohmann::json> out;
+  std::vector<std::shared_ptr<WaitingSink>> sinks;
+  int line_no = 0;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(*text, '\n', absl::SkipWhitespace()))) {
+    nlohmann::json entry = {{"index", line_no++}};
+    sinks.push_back(nullptr);
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    auto request = j.is_discarded() ? absl::StatusOr<std::pair<std::string, engine::EngineRequest>>(
+                                          absl::InvalidArgumentError("not valid JSON"))
+                                    : RequestFromJson(j);
+    if (request.ok()) {
+      entry["image"] = request->first;
+      auto pixels = LoadPixels(request->first, engine, max_pixels);
+      if (pixels.ok()) {
+        request->second.pixels = std::move(*pixels);
+        auto sink = std::make_shared<WaitingSink>();
+        auto id = engine.Submit(std::move(request->second), sink);
+        if (id.ok()) {
+          sinks.back() = sink;
+        } else {
+          entry["error"] = id.status().ToString();
+        }
+      } else {
+        entry["error"] = pixels.status().ToString();
+      }
+    } else {
+      entry["error"] = request.status().ToString();
+    }
+    out.push_back(std::move(entry));
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (sinks[i]) {
+      const auto result = sinks[i]->Wait();  // before usage(): it is set with the result
+      out[i].update(ResultJson(result, sinks[i]->usage()));
+    }
+    std::printf("%s\n", out[i].dump().c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int RunGenerate(const std::vector<std::string>& args) {
@@ -84,12 +196,14 @@ int RunGenerate(const std::vector<std::string>& args) {
       args,
       {"model", "image", "prompt", "question", "device", "dtype", "max-image-pixels", "max-new-tokens",
        "min-new-tokens", "num-beams", "length-penalty", "early-stopping", "num-return-sequences", "temperature",
-       "top-p", "top-k", "seed", "repetition-penalty", "no-repeat-ngram-size", "stop"},
+       "top-p", "top-k", "seed", "repetition-penalty", "no-repeat-ngram-size", "stop", "requests", "kv-cache-mb"},
       {"stream", "ids"});
   if (!flags.ok()) return Fail(flags.status());
   const std::string model_dir = flags->Get("model", "");
   const std::string image_path = flags->Get("image", "");
-  if (model_dir.empty() || image_path.empty()) return Fail(absl::InvalidArgumentError("--model DIR and --image FILE are required"));
+  if (model_dir.empty() || (image_path.empty() && !flags->Has("requests"))) {
+    return Fail(absl::InvalidArgumentError("--model DIR and --image FILE (or --requests FILE.jsonl) are required"));
+  }
   if (flags->Has("prompt") && flags->Has("question")) {
     return Fail(absl::InvalidArgumentError("give --prompt or --question, not both"));
   }
@@ -97,38 +211,41 @@ int RunGenerate(const std::vector<std::string>& args) {
   if (!overrides.ok()) return Fail(overrides.status());
   auto max_pixels = flags->GetInt("max-image-pixels", DecodeLimits().max_pixels);
   if (!max_pixels.ok()) return Fail(max_pixels.status());
+  auto kv_mb = flags->GetInt("kv-cache-mb", 256);
+  if (!kv_mb.ok()) return Fail(kv_mb.status());
 
-  auto captioner = engine::Captioner::Load({model_dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32")});
-  if (!captioner.ok()) return Fail(captioner.status());
-  auto bytes = common::ReadFile(image_path);
-  if (!bytes.ok()) return Fail(bytes.status());
-  auto rgb = DecodeImage(*bytes, DecodeLimits{*max_pixels});
-  if (!rgb.ok()) return Fail(absl::Status(rgb.status().code(), image_path + ": " + std::string(rgb.status().message())));
-  auto pixels = engine::PreprocessImage(*rgb, (*captioner)->spec().image_processor);
+  // The same engine the server runs: vision batcher, continuous batching, paged KV cache.
+  engine::EngineConfig config;
+  config.kv_cache_bytes = *kv_mb << 20;
+  auto engine = engine::Engine::Start({model_dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32")}, config);
+  if (!engine.ok()) return Fail(engine.status());
+  if (flags->Has("requests")) return RunRequestsFile(**engine, flags->Get("requests", ""), *max_pixels);
+
+  auto pixels = LoadPixels(image_path, **engine, *max_pixels);
   if (!pixels.ok()) return Fail(pixels.status());
-
-  engine::CaptionRequest request;
+  engine::EngineRequest request;
   request.pixels = std::move(*pixels);
   request.prompt = flags->Has("question") ? engine::QuestionPrompt(flags->Get("question", "")) : flags->Get("prompt", "");
   request.overrides = *overrides;
   const bool ids = flags->Has("ids");
   const bool stream = flags->Has("stream") && !ids;
-  bool streamed = false;
-  engine::TextSink sink;
+  std::function<void(const std::string&)> print;
   if (stream) {
-    sink = [&](const std::string& text) {
+    print = [](const std::string& text) {
       std::fputs(text.c_str(), stdout);
       std::fflush(stdout);
-      streamed = true;
     };
   }
-  auto result = (*captioner)->Generate(request, sink);
+  auto sink = std::make_shared<WaitingSink>(print);
+  auto id = (*engine)->Submit(std::move(request), sink);
+  if (!id.ok()) return Fail(id.status());
+  auto result = sink->Wait();
   if (!result.ok()) return Fail(result.status());
   for (size_t i = 0; i < result->sequences.size(); ++i) {
     const engine::GeneratedSequence& s = result->sequences[i];
     if (ids) {
       std::printf("%s\n", absl::StrJoin(s.token_ids, " ").c_str());
-    } else if (stream && i == 0 && (streamed || s.text.empty())) {
+    } else if (stream && i == 0) {
       std::printf("\n");  // the text itself went out as it was produced
     } else {
       std::printf("%s\n", s.text.c_str());
