@@ -449,17 +449,22 @@ void Engine::Impl::RunStep() {
   Count(&EngineStats::steps);
   std::vector<int64_t> finished;
   std::map<int64_t, std::string> reasons;
+  // Plain greedy rows (no processor applies) take one batched argmax.
+  const at::Tensor argmax = logits.argmax(-1).to(at::kCPU);
   for (size_t i = 0; i < out.sequences.size(); ++i) {
     Active& a = *active.at(out.sequences[i].id);
-    at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
-    std::vector<int64_t> history = a.input_ids;
-    history.insert(history.end(), a.generated.begin(), a.generated.end());
-    ProcessScores(scores, history, static_cast<int64_t>(a.generated.size()), a.params, 1);
-    int64_t token;
-    if (a.params.do_sample) {
-      token = at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>();
-    } else {
-      token = scores.argmax().item<int64_t>();
+    const GenerationParams& p = a.params;
+    const int64_t generated = static_cast<int64_t>(a.generated.size());
+    const bool plain = !p.do_sample && p.repetition_penalty == 1.0 && p.no_repeat_ngram_size == 0 &&
+                       generated >= p.min_new_tokens;
+    int64_t token = argmax[static_cast<int64_t>(i)].item<int64_t>();
+    if (!plain) {
+      at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
+      std::vector<int64_t> history = a.input_ids;
+      history.insert(history.end(), a.generated.begin(), a.generated.end());
+      ProcessScores(scores, history, generated, p, 1);
+      token = p.do_sample ? at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>()
+                          : scores.argmax().item<int64_t>();
     }
     if (a.generated.empty()) a.first_token = Clock::now();
     a.generated.push_back(token);

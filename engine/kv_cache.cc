@@ -33,12 +33,15 @@ int64_t KvCache::bytes_per_block() const {
          static_cast<int64_t>(keys_[0].element_size());
 }
 
-at::Tensor KvCache::Positions(const BlockTable& table, int64_t start, int64_t count) const {
-  std::vector<int64_t> rows(count);
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t p = start + i;
-    rows[i] = int64_t{table[p / block_size_]} * block_size_ + p % block_size_;
+void KvCache::AppendRows(const BlockTable& table, int64_t start, int64_t count, std::vector<int64_t>* rows) const {
+  for (int64_t p = start; p < start + count; ++p) {
+    rows->push_back(int64_t{table[p / block_size_]} * block_size_ + p % block_size_);
   }
+}
+
+at::Tensor KvCache::Positions(const BlockTable& table, int64_t start, int64_t count) const {
+  std::vector<int64_t> rows;
+  AppendRows(table, start, count, &rows);
   return at::tensor(rows, at::kLong).to(keys_[0].device());
 }
 

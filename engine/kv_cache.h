@@ -31,6 +31,12 @@ class KvCache {
   // Bytes of one block across all layers, keys and values.
   int64_t bytes_per_block() const;
 
+  // The storage rows of positions start .. start+count-1 of a sequence.
+  void AppendRows(const BlockTable& table, int64_t start, int64_t count, std::vector<int64_t>* rows) const;
+  // Every layer's storage, [num_blocks * block_size, heads, head_dim].
+  at::Tensor& keys(int64_t layer) { return keys_[layer]; }
+  at::Tensor& values(int64_t layer) { return values_[layer]; }
+
   // Stores k, v [n, heads, head_dim] at positions start .. start+n-1.
   void Write(int64_t layer, const BlockTable& table, int64_t start, const at::Tensor& k, const at::Tensor& v);
   // Keys and values of positions 0 .. total-1, each [heads, total, head_dim].

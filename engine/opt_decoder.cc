@@ -1,5 +1,6 @@
 #include "engine/opt_decoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -105,34 +106,96 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
   if (project_in_) h = (*project_in_)(h);
   h = h + embed_positions_.index_select(0, at::tensor(positions, at::kLong).to(dev));
 
+  // Storage rows, computed once for every layer. New tokens' rows (writes);
+  // single-token decodes attend as one padded batch; prefills one by one.
+  std::vector<int64_t> write_rows;
+  std::vector<int64_t> decode_token_rows, decode_cache_rows, prefill_index;
+  std::vector<int64_t> decode_lengths;
+  int64_t longest = 0;
+  {
+    int64_t row = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const DecoderInput& in = inputs[i];
+      const int64_t n = static_cast<int64_t>(in.token_ids.size());
+      cache.AppendRows(in.blocks, in.cached, n, &write_rows);
+      if (n == 1) {
+        decode_token_rows.push_back(row);
+        decode_lengths.push_back(in.cached + 1);
+        longest = std::max(longest, in.cached + 1);
+      } else {
+        prefill_index.push_back(static_cast<int64_t>(i));
+      }
+      row += n;
+    }
+    // Decode batch: each sequence's rows padded (with its own first row) to the longest.
+    for (size_t i = 0, d = 0; i < inputs.size(); ++i) {
+      if (inputs[i].token_ids.size() != 1) continue;
+      const size_t before = decode_cache_rows.size();
+      cache.AppendRows(inputs[i].blocks, 0, decode_lengths[d], &decode_cache_rows);
+      decode_cache_rows.resize(before + longest, decode_cache_rows[before]);
+      ++d;
+    }
+  }
+  const auto long_options = at::TensorOptions().dtype(at::kLong).device(dev);
+  const at::Tensor write_index = at::tensor(write_rows, at::kLong).to(dev);
+  const int64_t num_decodes = static_cast<int64_t>(decode_token_rows.size());
+  at::Tensor decode_tokens, decode_rows, decode_mask;
+  if (num_decodes > 0) {
+    decode_tokens = at::tensor(decode_token_rows, at::kLong).to(dev);
+    decode_rows = at::tensor(decode_cache_rows, at::kLong).to(dev);
+    const bool ragged = std::any_of(decode_lengths.begin(), decode_lengths.end(), [&](int64_t l) { return l != longest; });
+    if (ragged) {  // [B, 1, 1, longest]: true where a key is the sequence's own
+      const at::Tensor lengths = at::tensor(decode_lengths, at::kLong).to(dev).unsqueeze(1);
+      decode_mask = (at::arange(longest, long_options).unsqueeze(0) < lengths).view({num_decodes, 1, 1, longest});
+    }
+  }
+  std::vector<at::Tensor> prefill_rows;  // per prefill: the rows of its whole sequence
+  for (int64_t i : prefill_index) {
+    const DecoderInput& in = inputs[i];
+    std::vector<int64_t> rows;
+    cache.AppendRows(in.blocks, 0, in.cached + static_cast<int64_t>(in.token_ids.size()), &rows);
+    prefill_rows.push_back(at::tensor(rows, at::kLong).to(dev));
+  }
+
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     at::Tensor residual = h;
     at::Tensor x = config_.do_layer_norm_before ? (*layer.attn_norm)(h) : h;
     // transformers scales q before the product and calls attention with scale 1.
-    const at::Tensor q = (layer.q(x) * scaling).view({-1, heads, head_dim}).transpose(0, 1);  // [H, T, hd]
-    const at::Tensor k = layer.k(x).view({-1, heads, head_dim}).transpose(0, 1);
-    const at::Tensor v = layer.v(x).view({-1, heads, head_dim}).transpose(0, 1);
-    std::vector<at::Tensor> outputs;
-    int64_t row = 0;
-    for (const DecoderInput& in : inputs) {
-      const int64_t n = static_cast<int64_t>(in.token_ids.size());
-      const int64_t total = in.cached + n;
-      cache.Write(static_cast<int64_t>(l), in.blocks, in.cached, k.narrow(1, row, n).transpose(0, 1),
-                  v.narrow(1, row, n).transpose(0, 1));
-      const auto [seq_k, seq_v] = cache.Read(static_cast<int64_t>(l), in.blocks, total);  // [H, total, hd]
+    const at::Tensor q = (layer.q(x) * scaling).view({-1, heads, head_dim});  // [T, H, hd]
+    at::Tensor& keys = cache.keys(static_cast<int64_t>(l));
+    at::Tensor& values = cache.values(static_cast<int64_t>(l));
+    keys.index_copy_(0, write_index, layer.k(x).view({-1, heads, head_dim}));
+    values.index_copy_(0, write_index, layer.v(x).view({-1, heads, head_dim}));
+    at::Tensor attn = at::empty_like(q);
+    if (num_decodes > 0) {
+      const at::Tensor qd = q.index_select(0, decode_tokens).unsqueeze(2);  // [B, H, 1, hd]
+      const at::Tensor kd = keys.index_select(0, decode_rows).view({num_decodes, longest, heads, head_dim}).transpose(1, 2);
+      const at::Tensor vd = values.index_select(0, decode_rows).view({num_decodes, longest, heads, head_dim}).transpose(1, 2);
       std::optional<at::Tensor> mask;
-      if (n > 1) {  // new token j sees the cache and new tokens up to itself
-        mask = at::ones({n, total}, at::TensorOptions().dtype(at::kBool).device(dev)).tril(in.cached);
+      if (decode_mask.defined()) mask = decode_mask;
+      const at::Tensor out = at::scaled_dot_product_attention(qd, kd, vd, mask, 0.0, false, 1.0);  // [B, H, 1, hd]
+      attn.index_copy_(0, decode_tokens, out.squeeze(2));
+    }
+    int64_t row = 0;
+    for (size_t i = 0, p = 0; i < inputs.size(); ++i) {
+      const DecoderInput& in = inputs[i];
+      const int64_t n = static_cast<int64_t>(in.token_ids.size());
+      if (n > 1) {
+        const int64_t total = in.cached + n;
+        const at::Tensor k = keys.index_select(0, prefill_rows[p]).transpose(0, 1).unsqueeze(0);  // [1, H, total, hd]
+        const at::Tensor v = values.index_select(0, prefill_rows[p]).transpose(0, 1).unsqueeze(0);
+        // New token j sees the cache and the new tokens up to itself.
+        const at::Tensor mask =
+            at::ones({n, total}, at::TensorOptions().dtype(at::kBool).device(dev)).tril(in.cached);
+        const at::Tensor out = at::scaled_dot_product_attention(q.narrow(0, row, n).transpose(0, 1).unsqueeze(0), k, v,
+                                                                mask, 0.0, false, 1.0);  // [1, H, n, hd]
+        attn.narrow(0, row, n).copy_(out.squeeze(0).transpose(0, 1));
+        ++p;
       }
-      outputs.push_back(at::scaled_dot_product_attention(q.narrow(1, row, n).unsqueeze(0),
-                                                         seq_k.unsqueeze(0), seq_v.unsqueeze(0), mask, 0.0,
-                                                         /*is_causal=*/false, /*scale=*/1.0)
-                            .squeeze(0));
       row += n;
     }
-    const at::Tensor attn = at::cat(outputs, 1).transpose(0, 1).reshape({-1, d});
-    h = residual + layer.out(attn);
+    h = residual + layer.out(attn.reshape({-1, d}));
     if (!config_.do_layer_norm_before) h = (*layer.attn_norm)(h);
     residual = h;
     x = config_.do_layer_norm_before ? (*layer.mlp_norm)(h) : h;
