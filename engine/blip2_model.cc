@@ -51,12 +51,18 @@ absl::StatusOr<std::unique_ptr<Blip2Model>> Blip2Model::Load(const EngineOptions
 }
 
 at::Tensor Blip2Model::PixelBatch(const std::vector<std::vector<float>>& images) const {
+  std::vector<const std::vector<float>*> pointers;
+  for (const auto& image : images) pointers.push_back(&image);
+  return PixelBatch(pointers);
+}
+
+at::Tensor Blip2Model::PixelBatch(const std::vector<const std::vector<float>*>& images) const {
   const VisionConfig& v = spec.config.vision;
   const int64_t per_image = v.num_channels * v.image_size * v.image_size;
   at::Tensor pixels =
       at::empty({static_cast<int64_t>(images.size()), v.num_channels, v.image_size, v.image_size}, at::kFloat);
   for (size_t i = 0; i < images.size(); ++i) {
-    std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), images[i].data(), per_image * sizeof(float));
+    std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), images[i]->data(), per_image * sizeof(float));
   }
   return pixels.to(device);
 }

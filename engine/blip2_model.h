@@ -32,6 +32,8 @@ struct Blip2Model {
 
   // pixels: preprocessed images, each [C, H, W]. Returns [B, C, H, W] on the device.
   at::Tensor PixelBatch(const std::vector<std::vector<float>>& images) const;
+  // The same without copying the callers' vectors first.
+  at::Tensor PixelBatch(const std::vector<const std::vector<float>*>& images) const;
 };
 
 }  // namespace blip2::engine

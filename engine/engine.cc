@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <limits>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -318,8 +319,8 @@ void Engine::Impl::RunVision(bool force) {
   const bool waited = Clock::now() - oldest >= config.vision_max_queue_delay;
   if (!missing.empty() && (full || waited || force)) {
     missing.resize(std::min<size_t>(missing.size(), config.vision_max_batch));
-    std::vector<std::vector<float>> batch;
-    for (uint64_t key : missing) batch.push_back(*pixels_of.at(key));
+    std::vector<const std::vector<float>*> batch;
+    for (uint64_t key : missing) batch.push_back(pixels_of.at(key));
     try {
       const at::Tensor embeds = model->image_path->Forward(model->PixelBatch(batch)).projected;
       for (size_t i = 0; i < missing.size(); ++i) images->Insert(missing[i], embeds[static_cast<int64_t>(i)]);
@@ -345,6 +346,7 @@ void Engine::Impl::RunVision(bool force) {
       still.push_back(id);
       continue;
     }
+    std::vector<float>().swap(a.request.pixels);  // encoded: the pixels are no longer needed
     // Every request but the one that brought a newly encoded image skipped the encoder.
     auto fresh = std::find(missing.begin(), missing.end(), a.image_key);
     if (fresh != missing.end()) {
@@ -449,20 +451,38 @@ void Engine::Impl::RunStep() {
   Count(&EngineStats::steps);
   std::vector<int64_t> finished;
   std::map<int64_t, std::string> reasons;
-  // Plain greedy rows (no processor applies) take one batched argmax.
-  const at::Tensor argmax = logits.argmax(-1).to(at::kCPU);
+  // Greedy rows whose only processor is min_new_tokens get their stop ids
+  // masked in one operation and share one batched argmax; the rest (sampling,
+  // penalties) go row by row.
+  std::vector<int64_t> mask_rows, mask_ids;
+  std::vector<bool> plain(out.sequences.size());
+  for (size_t i = 0; i < out.sequences.size(); ++i) {
+    const Active& a = *active.at(out.sequences[i].id);
+    const GenerationParams& p = a.params;
+    plain[i] = !p.do_sample && p.repetition_penalty == 1.0 && p.no_repeat_ngram_size == 0;
+    if (plain[i] && static_cast<int64_t>(a.generated.size()) < p.min_new_tokens) {
+      for (int64_t eos : p.eos_token_ids) {
+        if (eos < 0 || eos >= logits.size(1)) continue;
+        mask_rows.push_back(static_cast<int64_t>(i));
+        mask_ids.push_back(eos);
+      }
+    }
+  }
+  if (!mask_rows.empty()) {
+    logits.index_put_({at::tensor(mask_rows, at::kLong).to(logits.device()),
+                       at::tensor(mask_ids, at::kLong).to(logits.device())},
+                      at::scalar_tensor(-std::numeric_limits<float>::infinity(), logits.options()));
+  }
+  const at::Tensor argmax = logits.argmax(-1).to(at::kCPU).contiguous();
   for (size_t i = 0; i < out.sequences.size(); ++i) {
     Active& a = *active.at(out.sequences[i].id);
     const GenerationParams& p = a.params;
-    const int64_t generated = static_cast<int64_t>(a.generated.size());
-    const bool plain = !p.do_sample && p.repetition_penalty == 1.0 && p.no_repeat_ngram_size == 0 &&
-                       generated >= p.min_new_tokens;
-    int64_t token = argmax[static_cast<int64_t>(i)].item<int64_t>();
-    if (!plain) {
+    int64_t token = argmax.data_ptr<int64_t>()[i];
+    if (!plain[i]) {
       at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
       std::vector<int64_t> history = a.input_ids;
       history.insert(history.end(), a.generated.begin(), a.generated.end());
-      ProcessScores(scores, history, generated, p, 1);
+      ProcessScores(scores, history, static_cast<int64_t>(a.generated.size()), p, 1);
       token = p.do_sample ? at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>()
                           : scores.argmax().item<int64_t>();
     }

@@ -45,7 +45,11 @@ absl::StatusOr<GenerationParams> ResolveGenerationParams(const GenerationConfig&
   p.no_repeat_ngram_size = o.no_repeat_ngram_size.value_or(d.no_repeat_ngram_size);
   p.eos_token_ids = o.eos_token_ids.value_or(d.eos_token_id);
   p.stop_strings = o.stop_strings;
-  p.seed = o.seed.value_or(std::random_device{}());
+  if (o.seed) {
+    p.seed = *o.seed;
+  } else if (p.do_sample) {
+    p.seed = std::random_device{}();
+  }
 
   if (p.max_new_tokens <= 0 || p.max_new_tokens > limits.max_new_tokens) {
     return Bad("max_new_tokens", absl::StrCat(p.max_new_tokens, " is outside [1, ", limits.max_new_tokens, "]"));

@@ -149,13 +149,53 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       decode_mask = (at::arange(longest, long_options).unsqueeze(0) < lengths).view({num_decodes, 1, 1, longest});
     }
   }
-  std::vector<at::Tensor> prefill_rows;  // per prefill: the rows of its whole sequence
-  for (int64_t i : prefill_index) {
-    const DecoderInput& in = inputs[i];
-    std::vector<int64_t> rows;
-    cache.AppendRows(in.blocks, 0, in.cached + static_cast<int64_t>(in.token_ids.size()), &rows);
-    prefill_rows.push_back(at::tensor(rows, at::kLong).to(dev));
+  // Prefill batch: queries padded to the longest prefill, keys to the longest
+  // sequence; padded query rows look at key 0 only and are dropped afterwards.
+  const int64_t num_prefills = static_cast<int64_t>(prefill_index.size());
+  at::Tensor prefill_query_rows, prefill_valid_rows, prefill_key_rows, prefill_mask;
+  int64_t query_len = 0, key_len = 0;
+  if (num_prefills > 0) {
+    std::vector<int64_t> starts(inputs.size());
+    for (size_t i = 0, row = 0; i < inputs.size(); ++i) {
+      starts[i] = static_cast<int64_t>(row);
+      row += inputs[i].token_ids.size();
+    }
+    for (int64_t i : prefill_index) {
+      query_len = std::max<int64_t>(query_len, static_cast<int64_t>(inputs[i].token_ids.size()));
+      key_len = std::max<int64_t>(key_len, inputs[i].cached + static_cast<int64_t>(inputs[i].token_ids.size()));
+    }
+    std::vector<int64_t> query_rows, valid_rows, key_rows;
+    std::vector<uint8_t> mask(num_prefills * query_len * key_len, 0);
+    for (int64_t b = 0; b < num_prefills; ++b) {
+      const DecoderInput& in = inputs[prefill_index[b]];
+      const int64_t n = static_cast<int64_t>(in.token_ids.size());
+      for (int64_t q = 0; q < query_len; ++q) {
+        query_rows.push_back(starts[prefill_index[b]] + std::min(q, n - 1));
+        if (q < n) valid_rows.push_back(b * query_len + q);
+        for (int64_t k = 0; k < key_len; ++k) {
+          // New token q sees the cache and the new tokens up to itself.
+          const bool visible = q < n ? k <= in.cached + q : k == 0;
+          mask[(b * query_len + q) * key_len + k] = visible;
+        }
+      }
+      const size_t before = key_rows.size();
+      cache.AppendRows(in.blocks, 0, in.cached + n, &key_rows);
+      key_rows.resize(before + key_len, key_rows[before]);
+    }
+    prefill_query_rows = at::tensor(query_rows, at::kLong).to(dev);
+    prefill_valid_rows = at::tensor(valid_rows, at::kLong).to(dev);
+    prefill_key_rows = at::tensor(key_rows, at::kLong).to(dev);
+    prefill_mask = at::from_blob(mask.data(), {num_prefills, 1, query_len, key_len}, at::kByte)
+                       .to(dev, at::kBool);
   }
+  std::vector<int64_t> prefill_token_rows;  // the new tokens of every prefill, in batch order
+  for (int64_t i : prefill_index) {
+    int64_t start = 0;
+    for (int64_t j = 0; j < i; ++j) start += static_cast<int64_t>(inputs[j].token_ids.size());
+    for (size_t t = 0; t < inputs[i].token_ids.size(); ++t) prefill_token_rows.push_back(start + static_cast<int64_t>(t));
+  }
+  const at::Tensor prefill_tokens =
+      num_prefills > 0 ? at::tensor(prefill_token_rows, at::kLong).to(dev) : at::Tensor();
 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
@@ -177,23 +217,16 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       const at::Tensor out = at::scaled_dot_product_attention(qd, kd, vd, mask, 0.0, false, 1.0);  // [B, H, 1, hd]
       attn.index_copy_(0, decode_tokens, out.squeeze(2));
     }
-    int64_t row = 0;
-    for (size_t i = 0, p = 0; i < inputs.size(); ++i) {
-      const DecoderInput& in = inputs[i];
-      const int64_t n = static_cast<int64_t>(in.token_ids.size());
-      if (n > 1) {
-        const int64_t total = in.cached + n;
-        const at::Tensor k = keys.index_select(0, prefill_rows[p]).transpose(0, 1).unsqueeze(0);  // [1, H, total, hd]
-        const at::Tensor v = values.index_select(0, prefill_rows[p]).transpose(0, 1).unsqueeze(0);
-        // New token j sees the cache and the new tokens up to itself.
-        const at::Tensor mask =
-            at::ones({n, total}, at::TensorOptions().dtype(at::kBool).device(dev)).tril(in.cached);
-        const at::Tensor out = at::scaled_dot_product_attention(q.narrow(0, row, n).transpose(0, 1).unsqueeze(0), k, v,
-                                                                mask, 0.0, false, 1.0);  // [1, H, n, hd]
-        attn.narrow(0, row, n).copy_(out.squeeze(0).transpose(0, 1));
-        ++p;
-      }
-      row += n;
+    if (num_prefills > 0) {
+      const at::Tensor qp = q.index_select(0, prefill_query_rows).view({num_prefills, query_len, heads, head_dim})
+                                .transpose(1, 2);  // [P, H, Lq, hd]
+      const at::Tensor kp =
+          keys.index_select(0, prefill_key_rows).view({num_prefills, key_len, heads, head_dim}).transpose(1, 2);
+      const at::Tensor vp =
+          values.index_select(0, prefill_key_rows).view({num_prefills, key_len, heads, head_dim}).transpose(1, 2);
+      const at::Tensor out = at::scaled_dot_product_attention(qp, kp, vp, prefill_mask, 0.0, false, 1.0);
+      const at::Tensor rows = out.transpose(1, 2).reshape({num_prefills * query_len, heads, head_dim});
+      attn.index_copy_(0, prefill_tokens, rows.index_select(0, prefill_valid_rows));
     }
     h = residual + layer.out(attn.reshape({-1, d}));
     if (!config_.do_layer_norm_before) h = (*layer.attn_norm)(h);

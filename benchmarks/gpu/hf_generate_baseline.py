@@ -41,7 +41,8 @@ for batch in (1, 64):
         times[new] = sorted(samples)[1]
     per_token = (times[NEW] - times[1]) / (NEW - 1)
     row = dict(batch=batch, new_tokens=NEW, time_to_first_token_ms=times[1] * 1e3, ms_per_token=per_token * 1e3,
-               tokens_per_s=batch * (NEW - 1) / (times[NEW] - times[1]), total_s=times[NEW])
+               tokens_per_s=batch * (NEW - 1) / (times[NEW] - times[1]), total_s=times[NEW],
+               captions_per_s=batch / times[NEW])
     print("transformers", row, flush=True)
     results.append(row)
 json.dump({"transformers": transformers.__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(),

@@ -4,7 +4,8 @@
 # fixtures; float16 and bfloat16 against our float32, greedy ids included), then
 # time the full-size image path at batch 1, 8, 32, 64 in float16 and bfloat16,
 # and generation with blip2-opt-2.7b's shape in float16 (ms per token at batch 1,
-# tokens/s at batch 64, 32 new tokens) beside transformers on the same workload.
+# tokens/s at batch 64, 32 new tokens) beside transformers on the same workload,
+# and the engine under load (512 caption requests at 64, 128 and 256 concurrent).
 #
 # Prepare on the CPU machine: bash benchmarks/gpu/prepare.sh
 # Device call: carry [".gpu"], command: bash benchmarks/gpu/run.sh
@@ -47,6 +48,9 @@ done
 step "benchmark: generation, blip2-opt-2.7b shape, float16"
 build-gpu/benchmarks/generation_bench --device cuda --dtype float16 --new-tokens 32 --batch 64 --iters 3 \
   --skip-tiny --out "$out/generation_cuda_float16.json"
+step "benchmark: the engine under load, 512 caption requests, blip2-opt-2.7b shape, float16"
+build-gpu/benchmarks/engine_bench --load-only --synthetic --device cuda --dtype float16 --requests 512 \
+  --concurrency 64,128,256 --new-tokens 32 --kv-cache-mb 20000 --out "$out/engine_cuda_float16.json"
 step "baseline: transformers generate on the same workload"
 python3 benchmarks/gpu/hf_generate_baseline.py "$out/generation_transformers_float16.json"
 step "done (tests exit code $tests_rc)"

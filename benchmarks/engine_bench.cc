@@ -1,0 +1,236 @@
+// The engine under load on the CPU with the tiny fixture model:
+//  1. generated tokens/s with 1, 8, 32 and 128 concurrent requests (32 new
+//     tokens each, distinct images) against the same requests run one after
+//     another through the offline captioner;
+//  2. the scheduler's cost per step with 1,000 running sequences (no model);
+//  3. 1,000 requests over 10 distinct images against 1,000 distinct images
+//     (the image cache).
+// Prints tables and writes JSON (--out).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+
+#include "benchmarks/synthetic_model.h"
+#include "common/cli_flags.h"
+#include "engine/captioner.h"
+#include "engine/engine.h"
+#include "scheduler/scheduler.h"
+#include "server/waiting_sink.h"
+
+namespace blip2::bench {
+namespace {
+
+// A distinct image per seed: one shared random image with a seed-dependent
+// stripe, so making thousands of them costs little.
+std::vector<float> RandomImage(const std::vector<int64_t>& shape, uint32_t seed) {
+  static const std::vector<float> base = [&] {
+    std::mt19937 rng(0);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<float> pixels(shape[0] * shape[1] * shape[2]);
+    for (float& p : pixels) p = normal(rng);
+    return pixels;
+  }();
+  std::vector<float> pixels = base;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (size_t i = 0; i < 4096; ++i) pixels[(seed * 4096 + i) % pixels.size()] = normal(rng);
+  return pixels;
+}
+
+engine::GenerationOverrides Tokens(int64_t n) {
+  engine::GenerationOverrides o;
+  o.max_new_tokens = n;
+  o.min_new_tokens = n;  // every request does the same work
+  return o;
+}
+
+// Submits all requests at once and waits for all; returns seconds.
+double RunConcurrent(engine::Engine& engine, const std::vector<std::vector<float>>& images, int64_t new_tokens) {
+  const auto start = Clock::now();
+  std::vector<std::shared_ptr<server::WaitingSink>> sinks;
+  for (const auto& image : images) {
+    auto sink = std::make_shared<server::WaitingSink>();
+    engine::EngineRequest r{image, "", Tokens(new_tokens), 0, std::nullopt};
+    if (!engine.Submit(std::move(r), sink).ok()) std::abort();
+    sinks.push_back(sink);
+  }
+  for (auto& s : sinks) {
+    if (!s->Wait().ok()) std::abort();
+  }
+  return SecondsSince(start);
+}
+
+// Load mode: `total` caption requests (distinct images, new_tokens each) with at
+// most `window` in flight; captions/s, tokens/s, time to first token p50/p99,
+// ms per engine step and the most KV blocks in use.
+nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t new_tokens) {
+  const auto shape = engine.pixel_shape();
+  const engine::EngineStats before = engine.Stats();
+  std::vector<std::shared_ptr<server::WaitingSink>> sinks(total);
+  std::vector<double> ttft;
+  int64_t peak_blocks = 0;
+  const auto start = Clock::now();
+  int next = 0, done = 0;
+  while (done < total) {
+    while (next < total && next - done < window) {
+      sinks[next] = std::make_shared<server::WaitingSink>();
+      engine::EngineRequest r{RandomImage(shape, 900000 + static_cast<uint32_t>(next)), "", Tokens(new_tokens), 0,
+                              std::nullopt};
+      if (!engine.Submit(std::move(r), sinks[next]).ok()) std::abort();
+      ++next;
+    }
+    if (!sinks[done]->Wait().ok()) std::abort();
+    ttft.push_back(sinks[done]->usage().time_to_first_token_ms);
+    peak_blocks = std::max(peak_blocks, engine.Stats().kv_blocks_used);
+    ++done;
+  }
+  const double seconds = SecondsSince(start);
+  const engine::EngineStats after = engine.Stats();
+  std::sort(ttft.begin(), ttft.end());
+  const int64_t steps = after.steps - before.steps;
+  nlohmann::json row = {{"requests", total},
+                        {"concurrent", window},
+                        {"new_tokens", new_tokens},
+                        {"seconds", seconds},
+                        {"captions_per_s", total / seconds},
+                        {"tokens_per_s", total * new_tokens / seconds},
+                        {"ttft_p50_ms", ttft[ttft.size() / 2]},
+                        {"ttft_p99_ms", ttft[std::min(ttft.size() - 1, ttft.size() * 99 / 100)]},
+                        {"engine_steps", steps},
+                        {"ms_per_step", steps > 0 ? seconds * 1e3 / steps : 0.0},
+                        {"kv_blocks_peak_sampled", peak_blocks},
+                        {"kv_blocks_total", after.kv_blocks_total}};
+  std::printf("%-10d %-10d %12.1f %12.0f %10.1f %10.1f %10.2f %10lld\n", total, window,
+              row["captions_per_s"].get<double>(), row["tokens_per_s"].get<double>(), row["ttft_p50_ms"].get<double>(),
+              row["ttft_p99_ms"].get<double>(), row["ms_per_step"].get<double>(), static_cast<long long>(peak_blocks));
+  std::fflush(stdout);
+  return row;
+}
+
+int Main(int argc, char** argv) {
+  auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                                       {"out", "model", "device", "dtype", "requests", "concurrency", "new-tokens",
+                                        "kv-cache-mb"},
+                                       {"load-only", "synthetic"});
+  if (!flags.ok()) return 2;
+  if (flags->Has("load-only")) {
+    // GPU mode: a load sweep on a given or synthetic full-size model.
+    engine::EngineConfig config;
+    config.max_num_seqs = 512;
+    config.kv_cache_bytes = flags->GetInt("kv-cache-mb", 16384).value_or(16384) << 20;
+    config.vision_max_batch = 64;
+    const int total = static_cast<int>(flags->GetInt("requests", 512).value_or(512));
+    const int64_t new_tokens = flags->GetInt("new-tokens", 32).value_or(32);
+    nlohmann::json report = {{"benchmark", "engine_load"}, {"device", flags->Get("device", "cpu")},
+                             {"dtype", flags->Get("dtype", "float32")}, {"results", nlohmann::json::array()}};
+    auto sweep = [&](const std::string& dir) {
+      auto engine = engine::Engine::Start({dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32")}, config);
+      if (!engine.ok()) {
+        std::fprintf(stderr, "%s\n", engine.status().ToString().c_str());
+        return;
+      }
+      std::printf("%-10s %-10s %12s %12s %10s %10s %10s %10s\n", "requests", "concurrent", "captions/s", "tokens/s",
+                  "TTFT p50", "TTFT p99", "ms/step", "KV peak");
+      for (absl::string_view c : absl::StrSplit(flags->Get("concurrency", "64,128,256"), ',')) {
+        int window = 0;
+        if (absl::SimpleAtoi(c, &window) && window > 0) report["results"].push_back(RunLoad(**engine, total, window, new_tokens));
+      }
+    };
+    if (flags->Has("synthetic")) {
+      if (!WithSyntheticOpt27b(true, sweep).ok()) return 1;
+    } else {
+      sweep(flags->Get("model", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt"));
+    }
+    SaveReport(report.dump(1), flags->Get("out", ""));
+    return 0;
+  }
+  const std::string model = flags->Get("model", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt");
+  constexpr int64_t kNewTokens = 32;
+  nlohmann::json report = {{"benchmark", "engine"}, {"model", model}, {"torch_intra_op_threads", at::get_num_threads()}};
+
+  engine::EngineConfig config;
+  config.max_num_seqs = 256;
+  auto engine = engine::Engine::Start({model}, config);
+  auto captioner = engine::Captioner::Load({model});
+  if (!engine.ok() || !captioner.ok()) return 1;
+  const auto shape = (*engine)->pixel_shape();
+
+  // 1. Concurrency against serial.
+  std::printf("%-12s %14s %14s %9s\n", "concurrent", "engine tok/s", "serial tok/s", "speed-up");
+  nlohmann::json rows = nlohmann::json::array();
+  uint32_t seed = 0;
+  for (int concurrent : {1, 8, 32, 128}) {
+    // Medians of 3 runs, fresh images each time (so no run hits the image cache).
+    std::vector<double> engine_runs, serial_runs;
+    for (int run = 0; run < 3; ++run) {
+      std::vector<std::vector<float>> images;
+      for (int i = 0; i < concurrent; ++i) images.push_back(RandomImage(shape, ++seed));
+      engine_runs.push_back(RunConcurrent(**engine, images, kNewTokens));
+      const auto serial_start = Clock::now();
+      for (const auto& image : images) {
+        engine::CaptionRequest r{image, "", Tokens(kNewTokens)};
+        if (!(*captioner)->Generate(r).ok()) return 1;
+      }
+      serial_runs.push_back(SecondsSince(serial_start));
+    }
+    const double engine_s = Median(engine_runs);
+    const double serial_s = Median(serial_runs);
+    const double tokens = double(concurrent) * kNewTokens;
+    rows.push_back({{"concurrent", concurrent}, {"new_tokens", kNewTokens}, {"engine_tokens_per_s", tokens / engine_s},
+                    {"serial_tokens_per_s", tokens / serial_s}, {"speedup", serial_s / engine_s}});
+    std::printf("%-12d %14.0f %14.0f %8.1fx\n", concurrent, tokens / engine_s, tokens / serial_s, serial_s / engine_s);
+  }
+  report["concurrency"] = rows;
+
+  // 2. Scheduler cost per step, 1,000 running sequences, no model.
+  {
+    scheduler::SchedulerConfig sc;
+    sc.num_blocks = 200000;
+    sc.max_num_seqs = 1000;
+    sc.max_batched_tokens = 1 << 20;
+    scheduler::Scheduler s(sc);
+    for (int i = 0; i < 1000; ++i) s.Add({i, 40, 1 << 20, 0, std::nullopt});
+    s.Update(s.Schedule(), {});  // all admitted
+    const int steps = 200;
+    const auto start = Clock::now();
+    for (int i = 0; i < steps; ++i) s.Update(s.Schedule(), {});
+    const double per_step_ms = SecondsSince(start) / steps * 1e3;
+    report["scheduler"] = {{"running", s.num_running()}, {"ms_per_step", per_step_ms}};
+    std::printf("\nscheduler: %lld running sequences, %.3f ms per step (Schedule + Update)\n",
+                static_cast<long long>(s.num_running()), per_step_ms);
+  }
+
+  // 3. The image cache: 1,000 requests over 10 distinct images, then 1,000 distinct ones.
+  {
+    std::printf("\n%-22s %10s %12s %16s\n", "1000 requests over", "seconds", "requests/s", "images encoded");
+    nlohmann::json cache_rows = nlohmann::json::array();
+    for (int distinct : {10, 1000}) {
+      std::vector<std::vector<float>> pool;
+      for (int i = 0; i < distinct; ++i) pool.push_back(RandomImage(shape, 100000 + distinct * 7 + i));
+      std::vector<std::vector<float>> images;
+      for (int i = 0; i < 1000; ++i) images.push_back(pool[i % distinct]);
+      const int64_t before = (*engine)->Stats().images_encoded;
+      const double s = RunConcurrent(**engine, images, 8);
+      const int64_t encoded = (*engine)->Stats().images_encoded - before;
+      cache_rows.push_back({{"distinct_images", distinct}, {"requests", 1000}, {"new_tokens", 8}, {"seconds", s},
+                            {"requests_per_s", 1000 / s}, {"images_encoded", encoded}});
+      std::printf("%-22s %10.2f %12.0f %16lld\n", (std::to_string(distinct) + " distinct images").c_str(), s,
+                  1000 / s, static_cast<long long>(encoded));
+    }
+    report["image_cache"] = cache_rows;
+  }
+  SaveReport(report.dump(1), flags->Get("out", ""));
+  return 0;
+}
+
+}  // namespace
+}  // namespace blip2::bench
+
+int main(int argc, char** argv) { return blip2::bench::Main(argc, argv); }
