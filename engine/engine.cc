@@ -488,6 +488,7 @@ void Engine::Impl::RunStep() {
     }
     if (a.generated.empty()) a.first_token = Clock::now();
     a.generated.push_back(token);
+    if (a.sink) a.sink->OnToken(token);
     const bool eos = std::find(a.params.eos_token_ids.begin(), a.params.eos_token_ids.end(), token) !=
                      a.params.eos_token_ids.end();
     if (eos) {

@@ -64,6 +64,9 @@ struct Usage {
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
+  // Each new token id of the request's sequence, as it is produced (batched
+  // requests; beam search and several samples report theirs in OnFinished).
+  virtual void OnToken(int64_t token) {}
   // New text of the request's (first) sequence, as it is produced.
   virtual void OnText(const std::string& text) {}
   // finish_reason of each sequence: "eos", "length", "stop_string" or "cancelled".

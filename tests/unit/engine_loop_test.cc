@@ -2,10 +2,13 @@
 // exactly the ids they get alone (also under preemption), images are encoded
 // once, cancellation frees the KV cache, and faults end requests cleanly.
 #include <condition_variable>
+#include <filesystem>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/captioner.h"
 #include "engine/engine.h"
@@ -30,6 +33,14 @@ std::vector<float> Pixels(const std::string& image) {
 // Collects one request's events; Wait() blocks until the terminal one.
 class Collector : public RequestSink {
  public:
+  void OnToken(int64_t token) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    tokens_.push_back(token);
+  }
+  std::vector<int64_t> tokens() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
   void OnText(const std::string& text) override {
     std::unique_lock<std::mutex> lock(mu_);
     text_ += text;
@@ -90,6 +101,7 @@ class Collector : public RequestSink {
   Usage usage_;
   absl::Status error_;
   int terminal_ = 0;
+  std::vector<int64_t> tokens_;
 };
 
 // A varied mix of requests: images, prompts, lengths and decoding options.
@@ -136,7 +148,10 @@ void ExpectSameAsAlone(const EngineConfig& config, int n) {
     INFO("request " << i);
     REQUIRE(sinks[i]->result().has_value());
     CHECK(sinks[i]->result()->sequences[0].token_ids == expected[i]);
-    if (!mix[i].overrides.num_beams) CHECK(sinks[i]->text() == sinks[i]->result()->sequences[0].text);
+    if (!mix[i].overrides.num_beams) {
+      CHECK(sinks[i]->text() == sinks[i]->result()->sequences[0].text);
+      CHECK(sinks[i]->tokens() == expected[i]);  // streamed ids
+    }
   }
   const EngineStats stats = (*engine)->Stats();
   CHECK(stats.finished == n);
@@ -242,6 +257,52 @@ TEST_CASE("engine: bad requests and shutdown") {
   CHECK(queued->terminal() == 1);
   CHECK((*engine)->Submit(small, std::make_shared<Collector>()).status().code() == absl::StatusCode::kUnavailable);
   CHECK_FALSE((*engine)->Healthy());
+}
+
+TEST_CASE("engine: a deadline ends a request with DEADLINE_EXCEEDED and frees its blocks") {
+  auto engine = Engine::Start({Model()});
+  REQUIRE(engine.ok());
+  auto late = std::make_shared<Collector>();
+  EngineRequest req{Pixels("chelsea"), "", {}, 0, std::chrono::steady_clock::now() + std::chrono::milliseconds(30)};
+  req.overrides.max_new_tokens = 100;
+  req.overrides.min_new_tokens = 100;
+  late->Block(true);  // hold the engine on the first token until the deadline has passed
+  REQUIRE((*engine)->Submit(req, late).ok());
+  late->WaitForText();
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  late->Block(false);
+  late->Wait();
+  CHECK(late->error().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK((*engine)->Stats().kv_blocks_used == 0);
+}
+
+TEST_CASE("engine: a model error fails only the requests of that step; the engine keeps serving") {
+  // A tokenizer that knows a token the model's embedding table does not have.
+  const std::string dir = testing::MakeTempDir();
+  for (const auto& entry : std::filesystem::directory_iterator(Model())) {
+    std::filesystem::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
+  }
+  nlohmann::json tok = nlohmann::json::parse(testing::ReadFileOrDie(dir + "/tokenizer.json"));
+  tok["added_tokens"].push_back({{"id", 5000}, {"content", "<oops>"}, {"special", false}});
+  testing::WriteFile(dir + "/tokenizer.json", tok.dump());
+  auto engine = Engine::Start({dir});
+  REQUIRE(engine.ok());
+  auto run = [&](const std::string& prompt) {
+    auto sink = std::make_shared<Collector>();
+    EngineRequest req{Pixels("coffee"), prompt, {}, 0, std::nullopt};
+    req.overrides.max_new_tokens = 4;
+    REQUIRE((*engine)->Submit(req, sink).ok());
+    sink->Wait();
+    return sink;
+  };
+  CHECK(run("a photo of")->result().has_value());
+  auto bad = run("a photo of <oops>");
+  CHECK(bad->error().code() == absl::StatusCode::kInternal);
+  CHECK(bad->error().message().find("decoder step") != std::string::npos);
+  CHECK(bad->terminal() == 1);
+  CHECK(run("a photo of")->result().has_value());
+  CHECK((*engine)->Healthy());
+  CHECK((*engine)->Stats().kv_blocks_used == 0);
 }
 
 }  // namespace
