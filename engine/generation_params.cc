@@ -3,6 +3,8 @@
 #include <cmath>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 
 namespace blip2::engine {
@@ -19,6 +21,38 @@ absl::StatusOr<EarlyStopping> ParseEarlyStopping(const std::string& text) {
   if (text == "false") return EarlyStopping::kFalse;
   if (text == "never") return EarlyStopping::kNever;
   return Bad("early_stopping", absl::StrCat("expected true, false or never, got \"", text, "\""));
+}
+
+absl::Status ApplyGenerateKwarg(const std::string& key, const nlohmann::json& v, GenerationOverrides* o) {
+  try {
+    if (key == "max_new_tokens") o->max_new_tokens = v.get<int64_t>();
+    else if (key == "min_new_tokens") o->min_new_tokens = v.get<int64_t>();
+    else if (key == "num_beams") o->num_beams = v.get<int64_t>();
+    else if (key == "num_return_sequences") o->num_return_sequences = v.get<int64_t>();
+    else if (key == "length_penalty") o->length_penalty = v.get<double>();
+    else if (key == "temperature") o->temperature = v.get<double>();
+    else if (key == "top_p") o->top_p = v.get<double>();
+    else if (key == "top_k") o->top_k = v.get<int64_t>();
+    else if (key == "seed") o->seed = v.get<uint64_t>();
+    else if (key == "repetition_penalty") o->repetition_penalty = v.get<double>();
+    else if (key == "no_repeat_ngram_size") o->no_repeat_ngram_size = v.get<int64_t>();
+    else if (key == "do_sample") o->do_sample = v.get<bool>();
+    else if (key == "eos_token_id")
+      o->eos_token_ids = v.is_array() ? v.get<std::vector<int64_t>>() : std::vector<int64_t>{v.get<int64_t>()};
+    else if (key == "stop")
+      o->stop_strings = v.is_string() ? std::vector<std::string>{v.get<std::string>()} : v.get<std::vector<std::string>>();
+    else if (key == "early_stopping") {
+      absl::StatusOr<EarlyStopping> e =
+          ParseEarlyStopping(v.is_string() ? v.get<std::string>() : (v.get<bool>() ? "true" : "false"));
+      if (!e.ok()) return e.status();
+      o->early_stopping = *e;
+    } else {
+      return absl::NotFoundError(absl::StrCat("\"", key, "\" is not a generation option"));
+    }
+  } catch (const nlohmann::json::exception&) {
+    return Bad(key, absl::StrCat("value ", v.dump(), " has the wrong type"));
+  }
+  return absl::OkStatus();
 }
 
 std::string QuestionPrompt(const std::string& question) { return absl::StrCat("Question: ", question, " Answer:"); }

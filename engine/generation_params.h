@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include <nlohmann/json_fwd.hpp>
 #include "engine/model_config.h"
 
 namespace blip2::engine {
@@ -69,6 +70,13 @@ absl::StatusOr<EarlyStopping> ParseEarlyStopping(const std::string& text);
 absl::StatusOr<GenerationParams> ResolveGenerationParams(const GenerationConfig& defaults,
                                                          const GenerationOverrides& overrides,
                                                          const GenerationLimits& limits);
+
+// Sets the override that a transformers `generate` keyword names
+// (max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
+// length_penalty, early_stopping, temperature, top_p, top_k, seed,
+// repetition_penalty, no_repeat_ngram_size, eos_token_id, stop). NOT_FOUND for
+// any other key; INVALID_ARGUMENT naming the key for a value of the wrong type.
+absl::Status ApplyGenerateKwarg(const std::string& key, const nlohmann::json& value, GenerationOverrides* o);
 
 // The prompt the released checkpoints were tuned with for a question.
 std::string QuestionPrompt(const std::string& question);

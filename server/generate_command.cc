@@ -95,36 +95,18 @@ absl::StatusOr<std::pair<std::string, engine::EngineRequest>> RequestFromJson(co
   if (!j.is_object()) return absl::InvalidArgumentError("each line must be a JSON object");
   engine::EngineRequest r;
   std::string image;
-  engine::GenerationOverrides& o = r.overrides;
-  try {
-    for (const auto& [key, v] : j.items()) {
+  for (const auto& [key, v] : j.items()) {
+    if (key == "image" || key == "prompt" || key == "question") {
+      if (!v.is_string()) return absl::InvalidArgumentError("\"" + key + "\" must be a string");
       if (key == "image") image = v.get<std::string>();
-      else if (key == "prompt") r.prompt = v.get<std::string>();
-      else if (key == "question") r.prompt = engine::QuestionPrompt(v.get<std::string>());
-      else if (key == "priority") r.priority = v.get<int>();
-      else if (key == "max_new_tokens") o.max_new_tokens = v.get<int64_t>();
-      else if (key == "min_new_tokens") o.min_new_tokens = v.get<int64_t>();
-      else if (key == "num_beams") o.num_beams = v.get<int64_t>();
-      else if (key == "num_return_sequences") o.num_return_sequences = v.get<int64_t>();
-      else if (key == "length_penalty") o.length_penalty = v.get<double>();
-      else if (key == "temperature") o.temperature = v.get<double>();
-      else if (key == "top_p") o.top_p = v.get<double>();
-      else if (key == "top_k") o.top_k = v.get<int64_t>();
-      else if (key == "seed") o.seed = v.get<uint64_t>();
-      else if (key == "repetition_penalty") o.repetition_penalty = v.get<double>();
-      else if (key == "no_repeat_ngram_size") o.no_repeat_ngram_size = v.get<int64_t>();
-      else if (key == "stop") o.stop_strings = v.is_string() ? std::vector<std::string>{v.get<std::string>()}
-                                                              : v.get<std::vector<std::string>>();
-      else if (key == "early_stopping") {
-        auto e = engine::ParseEarlyStopping(v.is_string() ? v.get<std::string>() : (v.get<bool>() ? "true" : "false"));
-        if (!e.ok()) return e.status();
-        o.early_stopping = *e;
-      } else {
-        return absl::InvalidArgumentError("unknown field \"" + key + "\"");
-      }
+      if (key == "prompt") r.prompt = v.get<std::string>();
+      if (key == "question") r.prompt = engine::QuestionPrompt(v.get<std::string>());
+    } else if (key == "priority") {
+      if (!v.is_number_integer()) return absl::InvalidArgumentError("\"priority\" must be an integer");
+      r.priority = v.get<int>();
+    } else if (absl::Status s = engine::ApplyGenerateKwarg(key, v, &r.overrides); !s.ok()) {
+      return absl::IsNotFound(s) ? absl::InvalidArgumentError("unknown field \"" + key + "\"") : s;
     }
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(std::string("a field has the wrong type: ") + e.what());
   }
   if (image.empty()) return absl::InvalidArgumentError("\"image\" is required");
   return std::make_pair(image, std::move(r));

@@ -40,20 +40,9 @@ engine::HostTensor ToHost(const at::Tensor& t) {
 engine::GenerationOverrides OverridesFromKwargs(const json& kw) {
   engine::GenerationOverrides o;
   for (const auto& [key, value] : kw.items()) {
-    if (key == "max_new_tokens") o.max_new_tokens = value.get<int64_t>();
-    else if (key == "min_new_tokens") o.min_new_tokens = value.get<int64_t>();
-    else if (key == "num_beams") o.num_beams = value.get<int64_t>();
-    else if (key == "num_return_sequences") o.num_return_sequences = value.get<int64_t>();
-    else if (key == "length_penalty") o.length_penalty = value.get<double>();
-    else if (key == "repetition_penalty") o.repetition_penalty = value.get<double>();
-    else if (key == "no_repeat_ngram_size") o.no_repeat_ngram_size = value.get<int64_t>();
-    else if (key == "early_stopping")
-      o.early_stopping = value.is_string() ? engine::EarlyStopping::kNever
-                         : value.get<bool>() ? engine::EarlyStopping::kTrue
-                                             : engine::EarlyStopping::kFalse;
-    else if (key == "eos_token_id")
-      o.eos_token_ids = value.is_array() ? value.get<std::vector<int64_t>>() : std::vector<int64_t>{value.get<int64_t>()};
-    else FAIL("generate kwarg not understood: " << key);
+    const absl::Status s = engine::ApplyGenerateKwarg(key, value, &o);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
   }
   o.seed = 0;
   return o;
