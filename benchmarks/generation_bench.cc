@@ -164,18 +164,14 @@ int Main(int argc, char** argv) {
   auto add = [&](const nlohmann::json& row) {
     if (!row.is_null()) report["results"].push_back(row);
   };
-  if (!flags->Has("skip-tiny")) {
-    add(Measure("blip2-tiny-opt", flags->Get("tiny", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt"), opt));
-  }
-  if (flags->Has("model")) add(Measure(flags->Get("model", ""), flags->Get("model", ""), opt));
-  if (!flags->Has("skip-synthetic")) {
-    const absl::Status status = WithSyntheticOpt27b(/*with_language_model=*/true, [&](const std::string& dir) {
-      add(Measure("blip2-opt-2.7b (random)", dir, opt));
-    });
-    if (!status.ok()) {
-      std::fprintf(stderr, "%s\n", status.ToString().c_str());
-      return 1;
-    }
+  const absl::Status status = ForEachBenchModel(
+      [&](const std::string& f) { return flags->Has(f); },
+      [&](const std::string& f, const std::string& d) { return flags->Get(f, d); },
+      BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/true, "blip2-opt-2.7b (random)",
+      [&](const std::string& label, const std::string& dir) { add(Measure(label, dir, opt)); });
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    return 1;
   }
   SaveReport(report.dump(1), flags->Get("out", ""));
   return 0;

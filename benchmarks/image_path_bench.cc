@@ -134,19 +134,14 @@ int Main(int argc, char** argv) {
   auto append = [&](const nlohmann::json& rows) {
     for (const auto& r : rows) report["results"].push_back(r);
   };
-  if (!flags->Has("skip-tiny")) {
-    append(TimeEncoder("blip2-tiny-opt", flags->Get("tiny", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt"), opt,
-                       preprocess_s));
-  }
-  if (flags->Has("model")) append(TimeEncoder(flags->Get("model", ""), flags->Get("model", ""), opt, preprocess_s));
-  if (!flags->Has("skip-synthetic")) {
-    const absl::Status status = WithSyntheticOpt27b(/*with_language_model=*/false, [&](const std::string& dir) {
-      append(TimeEncoder("blip2-opt-2.7b image path (random)", dir, opt, preprocess_s));
-    });
-    if (!status.ok()) {
-      std::fprintf(stderr, "%s\n", status.ToString().c_str());
-      return 1;
-    }
+  const absl::Status status = ForEachBenchModel(
+      [&](const std::string& f) { return flags->Has(f); },
+      [&](const std::string& f, const std::string& d) { return flags->Get(f, d); },
+      BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/false, "blip2-opt-2.7b image path (random)",
+      [&](const std::string& label, const std::string& dir) { append(TimeEncoder(label, dir, opt, preprocess_s)); });
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", status.ToString().c_str());
+    return 1;
   }
   SaveReport(report.dump(1), flags->Get("out", ""));
   return 0;

@@ -22,6 +22,16 @@ absl::Status WriteSyntheticOpt27b(const std::string& dir, bool with_language_mod
 // Writes that model to a temporary folder, runs `use(dir)`, removes the folder.
 absl::Status WithSyntheticOpt27b(bool with_language_model, const std::function<void(const std::string& dir)>& use);
 
+// The models a benchmark program measures, in order: the tiny fixture (--tiny
+// DIR, default `tiny_dir`) unless --skip-tiny, --model DIR when given, and the
+// random full-size model unless --skip-synthetic. Calls measure(label, dir)
+// for each; an error when the random model could not be written.
+absl::Status ForEachBenchModel(const std::function<bool(const std::string&)>& has_flag,
+                               const std::function<std::string(const std::string&, const std::string&)>& get_flag,
+                               const std::string& tiny_dir, bool with_language_model,
+                               const std::string& synthetic_label,
+                               const std::function<void(const std::string& label, const std::string& dir)>& measure);
+
 // Small helpers the benchmark programs share.
 using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point start);
