@@ -165,9 +165,7 @@ int Main(int argc, char** argv) {
     if (!row.is_null()) report["results"].push_back(row);
   };
   const absl::Status status = ForEachBenchModel(
-      [&](const std::string& f) { return flags->Has(f); },
-      [&](const std::string& f, const std::string& d) { return flags->Get(f, d); },
-      BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/true, "blip2-opt-2.7b (random)",
+      *flags, BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/true, "blip2-opt-2.7b (random)",
       [&](const std::string& label, const std::string& dir) { add(Measure(label, dir, opt)); });
   if (!status.ok()) {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());

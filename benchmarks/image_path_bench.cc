@@ -135,9 +135,7 @@ int Main(int argc, char** argv) {
     for (const auto& r : rows) report["results"].push_back(r);
   };
   const absl::Status status = ForEachBenchModel(
-      [&](const std::string& f) { return flags->Has(f); },
-      [&](const std::string& f, const std::string& d) { return flags->Get(f, d); },
-      BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/false, "blip2-opt-2.7b image path (random)",
+      *flags, BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt", /*with_language_model=*/false, "blip2-opt-2.7b image path (random)",
       [&](const std::string& label, const std::string& dir) { append(TimeEncoder(label, dir, opt, preprocess_s)); });
   if (!status.ok()) {
     std::fprintf(stderr, "%s\n", status.ToString().c_str());

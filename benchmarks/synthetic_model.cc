@@ -176,14 +176,12 @@ absl::Status WithSyntheticOpt27b(bool with_language_model, const std::function<v
   return written;
 }
 
-absl::Status ForEachBenchModel(const std::function<bool(const std::string&)>& has_flag,
-                               const std::function<std::string(const std::string&, const std::string&)>& get_flag,
-                               const std::string& tiny_dir, bool with_language_model,
+absl::Status ForEachBenchModel(const common::CliFlags& flags, const std::string& tiny_dir, bool with_language_model,
                                const std::string& synthetic_label,
                                const std::function<void(const std::string& label, const std::string& dir)>& measure) {
-  if (!has_flag("skip-tiny")) measure("blip2-tiny-opt", get_flag("tiny", tiny_dir));
-  if (has_flag("model")) measure(get_flag("model", ""), get_flag("model", ""));
-  if (has_flag("skip-synthetic")) return absl::OkStatus();
+  if (!flags.Has("skip-tiny")) measure("blip2-tiny-opt", flags.Get("tiny", tiny_dir));
+  if (flags.Has("model")) measure(flags.Get("model", ""), flags.Get("model", ""));
+  if (flags.Has("skip-synthetic")) return absl::OkStatus();
   return WithSyntheticOpt27b(with_language_model, [&](const std::string& dir) { measure(synthetic_label, dir); });
 }
 

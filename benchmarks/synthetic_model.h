@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/cli_flags.h"
 
 namespace blip2::bench {
 
@@ -26,9 +27,7 @@ absl::Status WithSyntheticOpt27b(bool with_language_model, const std::function<v
 // DIR, default `tiny_dir`) unless --skip-tiny, --model DIR when given, and the
 // random full-size model unless --skip-synthetic. Calls measure(label, dir)
 // for each; an error when the random model could not be written.
-absl::Status ForEachBenchModel(const std::function<bool(const std::string&)>& has_flag,
-                               const std::function<std::string(const std::string&, const std::string&)>& get_flag,
-                               const std::string& tiny_dir, bool with_language_model,
+absl::Status ForEachBenchModel(const common::CliFlags& flags, const std::string& tiny_dir, bool with_language_model,
                                const std::string& synthetic_label,
                                const std::function<void(const std::string& label, const std::string& dir)>& measure);
 

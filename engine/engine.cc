@@ -174,12 +174,10 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
                                                    " positions (max_position_embeddings)"));
   }
   a->batched = a->params.num_beams == 1 && a->params.num_return_sequences == 1;
-  const int64_t copies = a->batched ? 1 : std::max(a->params.num_beams, a->params.num_return_sequences);
   if (a->batched && scheduler::BlocksFor(total, m.config.kv_block_size) > m.kv_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
                                                    m.kv_blocks, ")"));
   }
-  (void)copies;
   a->image_key = ImageKey(request.pixels.data(), request.pixels.size());
   a->sink = std::move(sink);
   a->request = std::move(request);

@@ -32,6 +32,15 @@ constexpr char kUsage[] =
 
 }  // namespace
 
+namespace blip2::server {
+
+int CommandFailed(const std::string& command, const absl::Status& status) {
+  std::fprintf(stderr, "blip2 %s: %s\n", command.c_str(), std::string(status.ToString()).c_str());
+  return 1;
+}
+
+}  // namespace blip2::server
+
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

@@ -5,7 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace blip2::server {
+
+// Prints "blip2 <command>: <status>" to stderr and returns the exit code 1.
+int CommandFailed(const std::string& command, const absl::Status& status);
 
 // blip2 encode --model DIR --image FILE [--image FILE ...] [--device D] [--dtype T]
 //              [--max-image-pixels N] [--config FILE]

@@ -20,10 +20,7 @@ namespace {
 
 using common::CliFlags;
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "blip2 encode: %s\n", std::string(status.ToString()).c_str());
-  return 1;
-}
+int Fail(const absl::Status& status) { return CommandFailed("encode", status); }
 
 // Defaults, then --config FILE (text format), then individual flags.
 absl::StatusOr<config::EngineConfig> ConfigFromFlags(const CliFlags& flags) {

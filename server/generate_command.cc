@@ -25,10 +25,7 @@ namespace {
 
 using common::CliFlags;
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "blip2 generate: %s\n", std::string(status.ToString()).c_str());
-  return 1;
-}
+int Fail(const absl::Status& status) { return CommandFailed("generate", status); }
 
 absl::StatusOr<double> ParseDouble(const CliFlags& flags, const std::string& name) {
   double v = 0;

@@ -48,6 +48,17 @@ engine::GenerationOverrides OverridesFromKwargs(const json& kw) {
   return o;
 }
 
+// Logits of every position of `ids` in one prefill through the KV-cache path, [T, V].
+at::Tensor FullLogits(const engine::OptDecoder& decoder, const at::Tensor& embeds, const std::vector<int64_t>& ids) {
+  engine::KvCache cache = decoder.MakeSlotCache(1, static_cast<int64_t>(ids.size()));
+  engine::DecoderInput in;
+  in.blocks = cache.SlotBlocks(0);
+  in.token_ids = ids;
+  in.image_embeds = embeds;
+  in.all_logits = true;
+  return decoder.Step({in}, cache);
+}
+
 // The padding transformers puts after a shorter returned sequence.
 int64_t PadId(const engine::ModelSpec& spec) {
   const int64_t pad = spec.generation.pad_token_id.value_or(0);
@@ -76,13 +87,7 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
       const at::Tensor embeds =
           m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
       if (tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
-        engine::KvCache cache = m.opt->MakeSlotCache(1, static_cast<int64_t>(input_ids.size()));
-        engine::DecoderInput in;
-        in.blocks = cache.SlotBlocks(0);
-        in.token_ids = input_ids;
-        in.image_embeds = embeds;
-        in.all_logits = true;
-        CheckTensor(*tensors, case_name + ".logits", ToHost(m.opt->Step({in}, cache).unsqueeze(0)));
+        CheckTensor(*tensors, case_name + ".logits", ToHost(FullLogits(*m.opt, embeds, input_ids).unsqueeze(0)));
       }
       const std::string steps_key = case_name + ".greedy_min12.step_logits";
       if (tensors != nullptr && tensors->HasTensor(steps_key)) {
@@ -232,13 +237,7 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         const std::vector<float> pixels = ReferencePixels(models, c["image"].get<std::string>());
         auto logits_of = [&](const engine::Blip2Model& m) {
           const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          engine::KvCache cache = m.opt->MakeSlotCache(1, static_cast<int64_t>(ids.size()));
-          engine::DecoderInput in;
-          in.blocks = cache.SlotBlocks(0);
-          in.token_ids = ids;
-          in.image_embeds = embeds;
-          in.all_logits = true;
-          return m.opt->Step({in}, cache).cpu();
+          return FullLogits(*m.opt, embeds, ids).cpu();
         };
         const at::Tensor a = logits_of(**f32), b = logits_of(**half);
         worst = std::max(worst, ((b - a).norm() / a.norm()).item<double>());
