@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -42,6 +43,7 @@ struct Active {
   uint64_t image_key = 0;
   at::Tensor embeds;  // [Q, D] once the image is encoded (pinned in the cache)
   bool batched = true;  // continuous batching; false: the whole generator between steps
+  bool register_only = false;  // RegisterImage: encode and pin, no generation
   std::vector<int64_t> generated;
   std::optional<at::Generator> rng;
   std::unique_ptr<TextStreamer> streamer;
@@ -62,6 +64,8 @@ struct Engine::Impl {
   std::condition_variable wake;
   std::deque<std::unique_ptr<Active>> inbox;
   std::vector<int64_t> cancels;
+  std::set<uint64_t> registered;       // image keys registered and not released
+  std::vector<uint64_t> releases;      // released keys, for the engine thread to unpin
   bool accepting = true;
   bool stopping = false;
   Clock::time_point stop_deadline;
@@ -76,9 +80,13 @@ struct Engine::Impl {
   std::unique_ptr<scheduler::Scheduler> sched;
   std::optional<KvCache> kv;
   std::unique_ptr<ImageCache> images;
+  std::set<uint64_t> registration_pins;  // keys holding one registration pin
 
   void Loop();
-  void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled, bool* stop_now);
+  absl::StatusOr<int64_t> Enqueue(std::unique_ptr<Active> a);
+  void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
+                 std::vector<uint64_t>* released, bool* stop_now);
+  void FinishRegistration(Active& a);
   void Route(Active& a);
   void RunVision(bool force);
   void RunOffline();
@@ -95,12 +103,17 @@ struct Engine::Impl {
     stats.waiting = sched->num_waiting() + static_cast<int64_t>(vision_queue.size() + offline_queue.size());
     stats.running = sched->num_running();
     stats.kv_blocks_used = sched->num_used_blocks();
+    stats.image_cache_bytes = images->bytes();
+    stats.image_cache_entries = images->size();
+    stats.registered_images = static_cast<int64_t>(registration_pins.size());
   }
   void Count(int64_t EngineStats::*field, int64_t n = 1) {
     std::lock_guard<std::mutex> lock(mu);
     stats.*field += n;
   }
 };
+
+uint64_t ImageContentKey(const std::vector<float>& pixels) { return ImageKey(pixels.data(), pixels.size()); }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -144,6 +157,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
 
 const ModelSpec& Engine::spec() const { return impl_->model->spec; }
 
+const GenerationLimits& Engine::limits() const { return impl_->config.limits; }
+
 std::vector<int64_t> Engine::pixel_shape() const {
   const VisionConfig& v = spec().config.vision;
   return {v.num_channels, v.image_size, v.image_size};
@@ -153,13 +168,13 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   Impl& m = *impl_;
   auto a = std::make_unique<Active>();
   ASSIGN_OR_RETURN(a->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
-  const auto shape = pixel_shape();
-  if (request.pixels.size() != static_cast<size_t>(shape[0] * shape[1] * shape[2])) {
-    return absl::InvalidArgumentError(absl::StrCat("image has ", request.pixels.size(), " pixel values; expected ",
-                                                   shape[0] * shape[1] * shape[2]));
-  }
+  if (!request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
   if (!IsValidUtf8(request.prompt)) return absl::InvalidArgumentError("prompt is not valid UTF-8");
   ASSIGN_OR_RETURN(std::vector<int64_t> text_ids, m.tokenizer->Encode(request.prompt));
+  if (static_cast<int64_t>(text_ids.size()) > m.config.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt has ", text_ids.size(), " tokens; the limit is ",
+                                                   m.config.max_prompt_tokens, " (max_prompt_tokens)"));
+  }
   const int64_t image_token = *spec().config.image_token_index;
   if (std::count(text_ids.begin(), text_ids.end(), image_token) > 0) {
     return absl::InvalidArgumentError("prompt must not contain the <image> token");
@@ -178,22 +193,70 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
                                                    m.kv_blocks, ")"));
   }
-  a->image_key = ImageKey(request.pixels.data(), request.pixels.size());
+  a->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
   a->sink = std::move(sink);
   a->request = std::move(request);
-  a->submitted = Clock::now();
   if (a->params.do_sample) a->rng = at::detail::createCPUGenerator(a->params.seed);
-  std::lock_guard<std::mutex> lock(m.mu);
-  if (!m.accepting) return absl::UnavailableError("the engine is shutting down");
-  if (static_cast<int64_t>(m.inbox.size()) >= m.config.inbox_capacity) {
-    return absl::ResourceExhaustedError(absl::StrCat("the engine's inbox is full (", m.config.inbox_capacity,
+  return m.Enqueue(std::move(a));
+}
+
+absl::Status Engine::CheckPixels(const std::vector<float>& pixels) const {
+  const auto shape = pixel_shape();
+  if (pixels.size() != static_cast<size_t>(shape[0] * shape[1] * shape[2])) {
+    return absl::InvalidArgumentError(absl::StrCat("image has ", pixels.size(), " pixel values; expected ",
+                                                   shape[0] * shape[1] * shape[2]));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink) {
+  RETURN_IF_ERROR(CheckPixels(pixels));
+  auto a = std::make_unique<Active>();
+  a->register_only = true;
+  a->image_key = ImageKey(pixels.data(), pixels.size());
+  a->request.pixels = std::move(pixels);
+  a->sink = std::move(sink);
+  const uint64_t key = a->image_key;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->registered.count(key) == 0 &&
+        static_cast<int64_t>(impl_->registered.size()) >= impl_->config.max_registered_images) {
+      return absl::ResourceExhaustedError(absl::StrCat("already ", impl_->registered.size(),
+                                                       " registered images (max_registered_images); release some"));
+    }
+  }
+  RETURN_IF_ERROR(impl_->Enqueue(std::move(a)).status());
+  return key;
+}
+
+absl::Status Engine::ReleaseImage(uint64_t key) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->registered.erase(key) == 0) return absl::NotFoundError("the image is not registered");
+  impl_->releases.push_back(key);
+  impl_->wake.notify_one();
+  return absl::OkStatus();
+}
+
+// Queues a validated request; registrations also enter `registered` here, so a
+// request naming the key may follow at once.
+absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Active> a) {
+  a->submitted = Clock::now();
+  std::lock_guard<std::mutex> lock(mu);
+  if (!accepting) return absl::UnavailableError("the engine is shutting down");
+  if (static_cast<int64_t>(inbox.size()) >= config.inbox_capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat("the engine's inbox is full (", config.inbox_capacity,
                                                      " requests); retry later"));
   }
-  a->id = m.next_id++;
+  if (a->register_only) {
+    registered.insert(a->image_key);
+  } else if (a->request.image_key && registered.count(a->image_key) == 0) {
+    return absl::NotFoundError("the image is not registered (RegisterImage it first)");
+  }
+  a->id = next_id++;
   const int64_t id = a->id;
-  m.inbox.push_back(std::move(a));
-  ++m.stats.submitted;
-  m.wake.notify_one();
+  inbox.push_back(std::move(a));
+  ++stats.submitted;
+  wake.notify_one();
   return id;
 }
 
@@ -226,11 +289,11 @@ EngineStats Engine::Stats() const {
 }
 
 void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
-                             bool* stop_now) {
+                             std::vector<uint64_t>* released, bool* stop_now) {
   std::unique_lock<std::mutex> lock(mu);
   const bool vision_pending = !vision_queue.empty();
-  if (inbox.empty() && cancels.empty() && !HasWork() && !stopping) {
-    wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || stopping; });
+  if (inbox.empty() && cancels.empty() && releases.empty() && !HasWork() && !stopping) {
+    wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; });
   } else if (inbox.empty() && cancels.empty() && vision_pending && sched->num_running() + sched->num_waiting() == 0 &&
              offline_queue.empty()) {
     // Only images wait: give others a moment to join their batch.
@@ -241,6 +304,7 @@ void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::v
     inbox.pop_front();
   }
   cancelled->swap(cancels);
+  released->swap(releases);
   *stop_now = stopping && Clock::now() >= stop_deadline;
 }
 
@@ -249,8 +313,13 @@ void Engine::Impl::Loop() {
   while (true) {
     std::vector<std::unique_ptr<Active>> added;
     std::vector<int64_t> cancelled;
+    std::vector<uint64_t> released;
     bool stop_now = false;
-    TakeInbox(&added, &cancelled, &stop_now);
+    TakeInbox(&added, &cancelled, &released, &stop_now);
+    for (uint64_t key : released) {
+      if (registration_pins.erase(key) > 0) images->Unpin(key);
+    }
+    if (!released.empty()) UpdateGauges();
     for (auto& a : added) {
       const int64_t id = a->id;
       active.emplace(id, std::move(a));
@@ -309,7 +378,7 @@ void Engine::Impl::RunVision(bool force) {
   std::map<uint64_t, const std::vector<float>*> pixels_of;
   for (int64_t id : vision_queue) {
     Active& a = *active.at(id);
-    if (images->Find(a.image_key).defined()) continue;
+    if (images->Find(a.image_key).defined() || a.request.pixels.empty()) continue;
     if (pixels_of.emplace(a.image_key, &a.request.pixels).second) missing.push_back(a.image_key);
   }
   const auto oldest = active.at(vision_queue.front())->submitted;
@@ -322,8 +391,10 @@ void Engine::Impl::RunVision(bool force) {
     try {
       const at::Tensor embeds = model->image_path->Forward(model->PixelBatch(batch)).projected;
       for (size_t i = 0; i < missing.size(); ++i) images->Insert(missing[i], embeds[static_cast<int64_t>(i)]);
-      Count(&EngineStats::images_encoded, static_cast<int64_t>(missing.size()));
-      Count(&EngineStats::encoder_batches);
+      std::lock_guard<std::mutex> lock(mu);
+      stats.images_encoded += static_cast<int64_t>(missing.size());
+      ++stats.encoder_batches;
+      ++stats.vision_batch_sizes[static_cast<int64_t>(missing.size())];
     } catch (const std::exception& e) {
       const absl::Status status = StatusFromException(e, "encoding images");
       std::vector<int64_t> failed;
@@ -339,9 +410,13 @@ void Engine::Impl::RunVision(bool force) {
   for (int64_t id : queued) {
     if (active.count(id) == 0) continue;  // failed while routing
     Active& a = *active.at(id);
-    a.embeds = images->Find(a.image_key);
-    if (!a.embeds.defined()) {
-      still.push_back(id);
+    if (!images->Find(a.image_key).defined()) {
+      if (a.request.pixels.empty() && !pixels_of.count(a.image_key)) {
+        // A registered image released (and evicted) before this request reached it.
+        Fail(id, absl::NotFoundError("the image was released before the request started"));
+      } else {
+        still.push_back(id);
+      }
       continue;
     }
     std::vector<float>().swap(a.request.pixels);  // encoded: the pixels are no longer needed
@@ -352,9 +427,31 @@ void Engine::Impl::RunVision(bool force) {
     } else {
       Count(&EngineStats::image_cache_hits);
     }
+    if (a.register_only) {
+      FinishRegistration(a);
+      continue;
+    }
+    a.embeds = images->Find(a.image_key);
     Route(a);
   }
   vision_queue.swap(still);
+}
+
+void Engine::Impl::FinishRegistration(Active& a) {
+  bool still_registered;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    still_registered = registered.count(a.image_key) > 0;
+  }
+  // Released while it was being encoded: nothing to pin.
+  if (still_registered && registration_pins.insert(a.image_key).second) images->Pin(a.image_key);
+  Usage usage;
+  usage.queue_ms = usage.total_ms = Ms(a.submitted, Clock::now());
+  const std::shared_ptr<RequestSink> sink = a.sink;
+  Count(&EngineStats::finished);
+  Release(a.id);
+  UpdateGauges();
+  if (sink) sink->OnFinished(CaptionResult{}, usage);
 }
 
 CaptionResult Engine::Impl::Result(const Active& a, const std::vector<int64_t>& tokens,
@@ -393,6 +490,7 @@ void Engine::Impl::RunOffline() {
       Usage usage;
       usage.prompt_tokens = result.prompt_tokens;
       usage.completion_tokens = tokens;
+      Count(&EngineStats::generated_tokens, tokens);
       usage.queue_ms = Ms(a.submitted, a.first_scheduled);
       usage.total_ms = Ms(a.submitted, Clock::now());
       usage.time_to_first_token_ms = usage.total_ms;
@@ -497,9 +595,11 @@ void Engine::Impl::RunStep() {
       reasons[a.id] = "stop_string";
     }
   }
+  Count(&EngineStats::generated_tokens, static_cast<int64_t>(out.sequences.size()));
   for (int64_t id : sched->Update(out, finished)) {
     Finish(id, reasons.count(id) > 0 ? reasons[id] : "length");
   }
+  UpdateGauges();  // KV blocks and queue lengths move every step
 }
 
 void Engine::Impl::Finish(int64_t id, const std::string& reason) {

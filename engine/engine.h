@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,11 +40,15 @@ struct EngineConfig {
   int64_t image_cache_bytes = 64ll << 20;
   // Requests.
   int64_t inbox_capacity = 1024;
+  int64_t max_prompt_tokens = 256;       // text tokens, after the image's query tokens
+  int64_t max_registered_images = 1024;  // pinned in the image cache until released
   GenerationLimits limits;
 };
 
 struct EngineRequest {
   std::vector<float> pixels;  // one preprocessed image, [C, H, W]
+  // Instead of pixels: an image registered with RegisterImage.
+  std::optional<uint64_t> image_key;
   std::string prompt;
   GenerationOverrides overrides;
   int priority = 0;  // lower runs first
@@ -87,7 +92,15 @@ struct EngineStats {
   int64_t running = 0;
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
+  int64_t generated_tokens = 0;
+  int64_t image_cache_bytes = 0;
+  int64_t image_cache_entries = 0;
+  int64_t registered_images = 0;
+  std::map<int64_t, int64_t> vision_batch_sizes;  // images per encoder forward -> forwards
 };
+
+// The key RegisterImage returns for these preprocessed pixels (a content hash).
+uint64_t ImageContentKey(const std::vector<float>& pixels);
 
 class Engine {
  public:
@@ -97,8 +110,17 @@ class Engine {
   // Validates and tokenizes on the caller's thread, then queues. Errors:
   // UNAVAILABLE after shutdown, RESOURCE_EXHAUSTED when the inbox is full,
   // INVALID_ARGUMENT for bad options, prompts or images, or a request that
-  // could never fit the KV cache. Returns the request id.
+  // could never fit the KV cache, NOT_FOUND for an unregistered image_key.
+  // Returns the request id.
   absl::StatusOr<int64_t> Submit(EngineRequest request, std::shared_ptr<RequestSink> sink);
+  // Encodes an image once and keeps its embeddings pinned in the image cache
+  // until ReleaseImage, so requests naming the returned key skip the encoder.
+  // The sink gets OnFinished (no sequences) once the embeddings are cached, or
+  // OnError. Registering an image twice is harmless; one release frees it.
+  // RESOURCE_EXHAUSTED beyond max_registered_images.
+  absl::StatusOr<uint64_t> RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink);
+  // NOT_FOUND when the key is not registered.
+  absl::Status ReleaseImage(uint64_t key);
   // Ends a request within one step (its sink gets OnFinished with "cancelled").
   // Unknown or finished ids are ignored.
   void Cancel(int64_t id);
@@ -109,10 +131,12 @@ class Engine {
   bool Healthy() const;
   EngineStats Stats() const;
   const ModelSpec& spec() const;
+  const GenerationLimits& limits() const;
   std::vector<int64_t> pixel_shape() const;
 
  private:
   struct Impl;
+  absl::Status CheckPixels(const std::vector<float>& pixels) const;
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

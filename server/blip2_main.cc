@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/commands.h"
+#include "server/version.h"
 
 namespace {
 
@@ -18,7 +19,7 @@ constexpr char kUsage[] =
     "      Runs the image path (vision encoder, Q-Former, projection) and prints,\n"
     "      per image, the shape, mean and L2 norm of the projected query embeddings\n"
     "      (of the Q-Former output for a retrieval checkpoint). --config reads a\n"
-    "      blip2.config.EngineConfig in protobuf text format; flags override it.\n"
+    "      blip2.config.ServerConfig in protobuf text format; flags override it.\n"
     "  generate --model DIR --image FILE [--prompt TEXT | --question TEXT]\n"
     "         [--max-new-tokens N] [--min-new-tokens N] [--num-beams K] [--length-penalty L]\n"
     "         [--early-stopping true|false|never] [--num-return-sequences N] [--temperature T]\n"
@@ -52,6 +53,12 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "encode") return blip2::server::RunEncode(args);
   if (command == "generate") return blip2::server::RunGenerate(args);
+  if (command == "serve") return blip2::server::RunServe(args);
+  if (command == "client") return blip2::server::RunClient(args);
+  if (command == "--version") {
+    std::printf("blip2-serve %s\n", blip2::server::kServerVersion);
+    return 0;
+  }
   std::fprintf(stderr, "blip2: unknown command \"%s\"\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -20,4 +20,10 @@ int RunEncode(const std::vector<std::string>& args);
 //                [--stream] [--ids]
 int RunGenerate(const std::vector<std::string>& args);
 
+// blip2 serve --config FILE [--field.path VALUE ...] [--port_file FILE]
+int RunServe(const std::vector<std::string>& args);
+
+// blip2 client caption|answer|generate|batch|register|release|info|health --target HOST:PORT ...
+int RunClient(const std::vector<std::string>& args);
+
 }  // namespace blip2::server

@@ -10,7 +10,7 @@
 #include "common/file_util.h"
 #include "engine/image_encoder.h"
 #include "engine/image_preprocessor.h"
-#include "engine_config.pb.h"
+#include "server_config.pb.h"
 #include "common/cli_flags.h"
 #include "server/commands.h"
 #include "server/image_decoder.h"
@@ -23,8 +23,8 @@ using common::CliFlags;
 int Fail(const absl::Status& status) { return CommandFailed("encode", status); }
 
 // Defaults, then --config FILE (text format), then individual flags.
-absl::StatusOr<config::EngineConfig> ConfigFromFlags(const CliFlags& flags) {
-  config::EngineConfig cfg;
+absl::StatusOr<config::ServerConfig> ConfigFromFlags(const CliFlags& flags) {
+  config::ServerConfig cfg;
   cfg.set_device("cpu");
   cfg.set_dtype("float32");
   cfg.set_max_image_pixels(DecodeLimits().max_pixels);
@@ -32,9 +32,9 @@ absl::StatusOr<config::EngineConfig> ConfigFromFlags(const CliFlags& flags) {
     const std::string path = flags.Get("config", "");
     auto text = common::ReadFile(path);
     if (!text.ok()) return text.status();
-    config::EngineConfig from_file;
+    config::ServerConfig from_file;
     if (!google::protobuf::TextFormat::ParseFromString(*text, &from_file)) {
-      return absl::InvalidArgumentError(path + ": not a valid blip2.config.EngineConfig in text format");
+      return absl::InvalidArgumentError(path + ": not a valid blip2.config.ServerConfig in text format");
     }
     cfg.MergeFrom(from_file);  // fields set in the file replace the defaults
   }

@@ -7,7 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/cli_flags.h"
@@ -17,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include "engine/image_preprocessor.h"
 #include "server/commands.h"
+#include "server/decoding_flags.h"
 #include "server/image_decoder.h"
 #include "server/waiting_sink.h"
 
@@ -26,56 +26,6 @@ namespace {
 using common::CliFlags;
 
 int Fail(const absl::Status& status) { return CommandFailed("generate", status); }
-
-absl::StatusOr<double> ParseDouble(const CliFlags& flags, const std::string& name) {
-  double v = 0;
-  if (!absl::SimpleAtod(flags.Get(name, ""), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " expects a number, got \"", flags.Get(name, ""), "\""));
-  }
-  return v;
-}
-
-// Flags -> overrides; unset flags leave generation_config.json's values.
-absl::StatusOr<engine::GenerationOverrides> OverridesFromFlags(const CliFlags& flags) {
-  engine::GenerationOverrides o;
-  struct IntFlag {
-    const char* name;
-    std::optional<int64_t>* field;
-  };
-  for (const IntFlag& f : {IntFlag{"max-new-tokens", &o.max_new_tokens}, {"min-new-tokens", &o.min_new_tokens},
-                           {"num-beams", &o.num_beams}, {"num-return-sequences", &o.num_return_sequences},
-                           {"top-k", &o.top_k}, {"no-repeat-ngram-size", &o.no_repeat_ngram_size}}) {
-    if (!flags.Has(f.name)) continue;
-    auto v = flags.GetInt(f.name, 0);
-    if (!v.ok()) return v.status();
-    *f.field = *v;
-  }
-  struct DoubleFlag {
-    const char* name;
-    std::optional<double>* field;
-  };
-  for (const DoubleFlag& f : {DoubleFlag{"length-penalty", &o.length_penalty}, {"temperature", &o.temperature},
-                              {"top-p", &o.top_p}, {"repetition-penalty", &o.repetition_penalty}}) {
-    if (!flags.Has(f.name)) continue;
-    auto v = ParseDouble(flags, f.name);
-    if (!v.ok()) return v.status();
-    *f.field = *v;
-  }
-  if (flags.Has("early-stopping")) {
-    auto e = engine::ParseEarlyStopping(flags.Get("early-stopping", ""));
-    if (!e.ok()) return e.status();
-    o.early_stopping = *e;
-  }
-  if (flags.Has("seed")) {
-    uint64_t seed = 0;
-    if (!absl::SimpleAtoi(flags.Get("seed", ""), &seed)) {
-      return absl::InvalidArgumentError("--seed expects a non-negative integer");
-    }
-    o.seed = seed;
-  }
-  o.stop_strings = flags.GetAll("stop");
-  return o;
-}
 
 // Image file -> preprocessed pixels for the engine.
 absl::StatusOr<std::vector<float>> LoadPixels(const std::string& path, const engine::Engine& engine,
@@ -171,12 +121,10 @@ int RunRequestsFile(engine::Engine& engine, const std::string& path, int64_t max
 }  // namespace
 
 int RunGenerate(const std::vector<std::string>& args) {
-  auto flags = CliFlags::Parse(
-      args,
-      {"model", "image", "prompt", "question", "device", "dtype", "max-image-pixels", "max-new-tokens",
-       "min-new-tokens", "num-beams", "length-penalty", "early-stopping", "num-return-sequences", "temperature",
-       "top-p", "top-k", "seed", "repetition-penalty", "no-repeat-ngram-size", "stop", "requests", "kv-cache-mb"},
-      {"stream", "ids"});
+  std::vector<std::string> known = {"model", "image", "prompt", "question", "device", "dtype", "max-image-pixels",
+                                    "requests", "kv-cache-mb"};
+  known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
+  auto flags = CliFlags::Parse(args, known, {"stream", "ids"});
   if (!flags.ok()) return Fail(flags.status());
   const std::string model_dir = flags->Get("model", "");
   const std::string image_path = flags->Get("image", "");

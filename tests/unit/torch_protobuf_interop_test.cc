@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "engine/image_encoder.h"
-#include "engine_config.pb.h"
+#include "server_config.pb.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 
@@ -12,14 +12,14 @@ namespace blip2 {
 namespace {
 
 TEST_CASE("interop: protobuf round-trips a message and the engine runs a model in the same process") {
-  config::EngineConfig sent;
+  config::ServerConfig sent;
   sent.set_model_dir(testing::FixturesDir() + "/blip2-tiny-opt");
   sent.set_device("cpu");
   sent.set_dtype("float32");
   sent.set_max_image_pixels(1234);
   std::string wire;
   REQUIRE(sent.SerializeToString(&wire));
-  config::EngineConfig received;
+  config::ServerConfig received;
   REQUIRE(received.ParseFromString(wire));
   CHECK(received.max_image_pixels() == 1234);
   CHECK(received.DebugString().find("blip2-tiny-opt") != std::string::npos);
@@ -36,7 +36,7 @@ TEST_CASE("interop: protobuf round-trips a message and the engine runs a model i
   CHECK(norm > 0);
 
   // Protobuf still works after LibTorch has run (no symbol was interposed).
-  config::EngineConfig again;
+  config::ServerConfig again;
   REQUIRE(again.ParseFromString(wire));
   CHECK(again.SerializeAsString() == wire);
 }
