@@ -47,12 +47,12 @@ struct EngineConfig {
 
 struct EngineRequest {
   std::vector<float> pixels;  // one preprocessed image, [C, H, W]
-  // Instead of pixels: an image registered with RegisterImage.
-  std::optional<uint64_t> image_key;
   std::string prompt;
   GenerationOverrides overrides;
   int priority = 0;  // lower runs first
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // Instead of pixels: an image registered with RegisterImage.
+  std::optional<uint64_t> image_key;
 };
 
 struct Usage {

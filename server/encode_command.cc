@@ -32,11 +32,9 @@ absl::StatusOr<config::ServerConfig> ConfigFromFlags(const CliFlags& flags) {
     const std::string path = flags.Get("config", "");
     auto text = common::ReadFile(path);
     if (!text.ok()) return text.status();
-    config::ServerConfig from_file;
-    if (!google::protobuf::TextFormat::ParseFromString(*text, &from_file)) {
+    if (!google::protobuf::TextFormat::MergeFromString(*text, &cfg)) {
       return absl::InvalidArgumentError(path + ": not a valid blip2.config.ServerConfig in text format");
     }
-    cfg.MergeFrom(from_file);  // fields set in the file replace the defaults
   }
   if (flags.Has("model")) cfg.set_model_dir(flags.Get("model", ""));
   if (flags.Has("device")) cfg.set_device(flags.Get("device", ""));

@@ -17,12 +17,13 @@ using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::TextFormat;
 
+// Fields the text sets replace the defaults (even with 0 or false); others stay.
 absl::Status ParseText(const std::string& text, const std::string& source, config::ServerConfig* cfg) {
-  config::ServerConfig parsed;
-  if (!TextFormat::ParseFromString(text, &parsed)) {
+  config::ServerConfig merged = *cfg;
+  if (!TextFormat::MergeFromString(text, &merged)) {
     return absl::InvalidArgumentError(source + ": not a valid blip2.config.ServerConfig in text format");
   }
-  cfg->MergeFrom(parsed);  // fields set replace the defaults; others stay
+  *cfg = std::move(merged);
   return absl::OkStatus();
 }
 

@@ -1,0 +1,421 @@
+// The gRPC server end to end: a real server on 127.0.0.1, real clients.
+#include <atomic>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/catch.h"
+#include "tests/server/server_fixture.h"
+#include "tests/test_support.h"
+
+namespace blip2::testing {
+namespace {
+
+using grpc::StatusCode;
+
+struct StreamResult {
+  grpc::Status status;
+  std::vector<v1::GenerateResponse> messages;
+  std::string request_id;
+};
+
+StreamResult ReadStream(v1::Blip2::Stub& stub, const v1::GenerateRequest& request,
+                        std::function<void(grpc::ClientContext&)> setup = nullptr) {
+  grpc::ClientContext ctx;
+  if (setup) setup(ctx);
+  StreamResult out;
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse message;
+  while (reader->Read(&message)) out.messages.push_back(message);
+  out.status = reader->Finish();
+  auto id = ctx.GetServerInitialMetadata().find("x-request-id");
+  if (id != ctx.GetServerInitialMetadata().end()) out.request_id = std::string(id->second.data(), id->second.size());
+  return out;
+}
+
+std::string Series(const std::string& rpc, const std::string& code) {
+  return "blip2_requests_total{rpc=\"" + rpc + "\",code=\"" + code + "\"}";
+}
+
+grpc::Status CaptionWith(TestServer& server, const v1::DecodingOptions& options, v1::Completion* out = nullptr) {
+  grpc::ClientContext ctx;
+  v1::CaptionRequest request;
+  request.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+  *request.mutable_options() = options;
+  v1::Completion completion;
+  return server.stub().Caption(&ctx, request, out ? out : &completion);
+}
+
+TEST_CASE("Generate streams deltas in order, then exactly one final message") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  v1::GenerateRequest request;
+  request.mutable_image()->set_data(ImageBytes("chelsea.jpg"));
+  request.set_prompt("a photo of");
+  request.mutable_options()->set_max_new_tokens(40);
+  const StreamResult r = ReadStream(server.stub(), request, [](grpc::ClientContext& ctx) {
+    ctx.AddMetadata("x-request-id", "test-request-7");
+  });
+  REQUIRE(r.status.ok());
+  CHECK(r.request_id == "test-request-7");
+  REQUIRE(r.messages.size() >= 2);
+  std::string text;
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i + 1 < r.messages.size(); ++i) {
+    CHECK_FALSE(r.messages[i].has_final());
+    text += r.messages[i].text();
+    ids.insert(ids.end(), r.messages[i].token_ids().begin(), r.messages[i].token_ids().end());
+  }
+  const v1::GenerateResponse& last = r.messages.back();
+  REQUIRE(last.has_final());
+  CHECK(last.text().empty());
+  CHECK(last.token_ids().empty());
+  REQUIRE(last.final().sequences_size() == 1);
+  const v1::Sequence& seq = last.final().sequences(0);
+  CHECK(text == seq.text());
+  CHECK(ids == std::vector<int64_t>(seq.token_ids().begin(), seq.token_ids().end()));
+  const v1::Usage& u = last.final().usage();
+  CHECK(u.image_tokens() == 8);
+  CHECK(u.prompt_tokens() > 1);  // </s> and the words
+  CHECK(u.generated_tokens() == seq.token_ids_size());
+  CHECK(u.queue_ms() >= 0);
+  CHECK(u.time_to_first_token_ms() >= u.queue_ms());
+  CHECK(u.total_ms() >= u.time_to_first_token_ms());
+  CHECK((seq.finish_reason() == v1::FINISH_REASON_LENGTH || seq.finish_reason() == v1::FINISH_REASON_EOS));
+  CHECK(server.Metric(Series("Generate", "OK")) == 1);
+}
+
+TEST_CASE("Caption and Answer use the released prompt conventions") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  v1::Completion caption;
+  REQUIRE(CaptionWith(server, v1::DecodingOptions(), &caption).ok());
+  REQUIRE(caption.sequences_size() == 1);
+  CHECK(caption.usage().prompt_tokens() == 1);  // only </s>
+
+  grpc::ClientContext ctx;
+  v1::AnswerRequest answer;
+  answer.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+  answer.set_question("what is in the cup?");
+  v1::Completion answered;
+  REQUIRE(server.stub().Answer(&ctx, answer, &answered).ok());
+  // The same as Generate with "Question: ... Answer:".
+  v1::GenerateRequest same;
+  same.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+  same.set_prompt("Question: what is in the cup? Answer:");
+  const StreamResult streamed = ReadStream(server.stub(), same);
+  REQUIRE(streamed.status.ok());
+  CHECK(streamed.messages.back().final().sequences(0).token_ids_size() == answered.sequences(0).token_ids_size());
+  CHECK(streamed.messages.back().final().sequences(0).text() == answered.sequences(0).text());
+  CHECK(answered.usage().prompt_tokens() == streamed.messages.back().final().usage().prompt_tokens());
+}
+
+TEST_CASE("Cancelling mid-stream ends the request and frees its KV blocks") {
+  TestServer server(TestConfig(LongContextModelDir()));
+  grpc::ClientContext ctx;
+  auto reader = server.stub().Generate(&ctx, LongRequest(900));
+  v1::GenerateResponse first;
+  REQUIRE(reader->Read(&first));
+  CHECK(server.Metric("blip2_kv_cache_blocks_used") > 0);
+  ctx.TryCancel();
+  v1::GenerateResponse rest;
+  while (reader->Read(&rest)) CHECK_FALSE(rest.has_final());
+  CHECK(reader->Finish().error_code() == StatusCode::CANCELLED);
+  CHECK(server.WaitForMetric("blip2_kv_cache_blocks_used", 0) == 0);
+  CHECK(server.WaitForMetric(Series("Generate", "CANCELLED"), 1) == 1);
+  CHECK(server.Metric("blip2_requests_running") == 0);
+}
+
+TEST_CASE("A deadline shorter than the generation ends it with DEADLINE_EXCEEDED") {
+  TestServer server(TestConfig(LongContextModelDir()));
+  const StreamResult r = ReadStream(server.stub(), LongRequest(900), [](grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  });
+  CHECK(r.status.error_code() == StatusCode::DEADLINE_EXCEEDED);
+  for (const auto& m : r.messages) CHECK_FALSE(m.has_final());
+  CHECK(server.WaitForMetric("blip2_kv_cache_blocks_used", 0) == 0);
+  CHECK(server.WaitForMetric(Series("Generate", "DEADLINE_EXCEEDED"), 1) == 1);
+}
+
+TEST_CASE("Overload gets RESOURCE_EXHAUSTED while admitted requests complete") {
+  SECTION("max_concurrent_streams") {
+    config::ServerConfig cfg = TestConfig(LongContextModelDir());
+    cfg.mutable_limits()->set_max_concurrent_streams(1);
+    TestServer server(cfg);
+    grpc::ClientContext ctx;
+    auto admitted = server.stub().Generate(&ctx, LongRequest(600));
+    v1::GenerateResponse message;
+    REQUIRE(admitted->Read(&message));  // running
+    const StreamResult refused = ReadStream(server.stub(), LongRequest(10));
+    CHECK(refused.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(refused.status.error_message(), Catch::Contains("max_concurrent_streams"));
+    CHECK(refused.messages.empty());
+    int tokens = message.token_ids_size();
+    bool final = false;
+    while (admitted->Read(&message)) {
+      tokens += message.token_ids_size();
+      final = message.has_final();
+    }
+    CHECK(admitted->Finish().ok());
+    CHECK(final);
+    CHECK(tokens == 600);
+  }
+  SECTION("max_queued_requests") {
+    config::ServerConfig cfg = TestConfig(LongContextModelDir());
+    cfg.mutable_batching()->set_max_num_seqs(1);  // a second request waits for the first
+    cfg.mutable_limits()->set_max_queued_requests(1);
+    TestServer server(cfg);
+    grpc::ClientContext ctx1, ctx2;
+    auto running = server.stub().Generate(&ctx1, LongRequest(600));
+    v1::GenerateResponse message;
+    REQUIRE(running->Read(&message));
+    auto waiting = server.stub().Generate(&ctx2, LongRequest(5));
+    REQUIRE(server.WaitForMetric("blip2_admission_queue_requests", 1) == 1);
+    const StreamResult refused = ReadStream(server.stub(), LongRequest(5));
+    CHECK(refused.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(refused.status.error_message(), Catch::Contains("max_queued_requests"));
+    while (running->Read(&message)) {
+    }
+    CHECK(running->Finish().ok());
+    bool final = false;
+    while (waiting->Read(&message)) final = message.has_final();
+    CHECK(waiting->Finish().ok());
+    CHECK(final);
+  }
+}
+
+TEST_CASE("Bad input gets INVALID_ARGUMENT naming the problem, and the server goes on") {
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.mutable_limits()->set_max_message_bytes(96 * 1024);  // coffee.jpg is 72 KB
+  cfg.mutable_limits()->set_max_prompt_tokens(16);
+  TestServer server(cfg);
+
+  SECTION("an oversized message") {
+    grpc::ClientContext ctx;
+    v1::CaptionRequest request;
+    request.mutable_image()->set_data(std::string(150 * 1024, 'x'));
+    v1::Completion out;
+    const grpc::Status s = server.stub().Caption(&ctx, request, &out);
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("max_message_bytes"));
+  }
+  SECTION("a corrupt image") {
+    grpc::ClientContext ctx;
+    v1::CaptionRequest request;
+    std::string jpeg = ImageBytes("chelsea.jpg");
+    request.mutable_image()->set_data(jpeg.substr(0, jpeg.size() / 3));
+    v1::Completion out;
+    const grpc::Status s = server.stub().Caption(&ctx, request, &out);
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("image.data"));
+  }
+  SECTION("no image, a malformed or unknown image id") {
+    grpc::ClientContext c1, c2, c3;
+    v1::CaptionRequest request;
+    v1::Completion out;
+    grpc::Status s = server.stub().Caption(&c1, request, &out);
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("image is required"));
+    request.mutable_image()->set_image_id("not-an-id");
+    s = server.stub().Caption(&c2, request, &out);
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("image_id"));
+    request.mutable_image()->set_image_id("0123456789abcdef");
+    s = server.stub().Caption(&c3, request, &out);
+    CHECK(s.error_code() == StatusCode::NOT_FOUND);
+    CHECK_THAT(s.error_message(), Catch::Contains("0123456789abcdef"));
+  }
+  SECTION("each invalid decoding option") {
+    struct Case {
+      std::function<void(v1::DecodingOptions&)> set;
+      const char* field;
+    };
+    const std::vector<Case> cases = {
+        {[](auto& o) { o.set_max_new_tokens(0); }, "options.max_new_tokens"},
+        {[](auto& o) { o.set_max_new_tokens(5000); }, "options.max_new_tokens"},
+        {[](auto& o) { o.set_min_new_tokens(-1); }, "options.min_new_tokens"},
+        {[](auto& o) { o.set_num_beams(0); }, "options.num_beams"},
+        {[](auto& o) { o.set_num_beams(100); }, "options.num_beams"},
+        {[](auto& o) { o.set_temperature(-1); }, "options.temperature"},
+        {[](auto& o) { o.set_temperature(std::numeric_limits<float>::infinity()); }, "options.temperature"},
+        {[](auto& o) { o.set_top_p(1.5f); }, "options.top_p"},
+        {[](auto& o) { o.set_top_p(0); }, "options.top_p"},
+        {[](auto& o) { o.set_top_k(-3); }, "options.top_k"},
+        {[](auto& o) { o.set_repetition_penalty(0); }, "options.repetition_penalty"},
+        {[](auto& o) { o.set_no_repeat_ngram_size(-1); }, "options.no_repeat_ngram_size"},
+        {[](auto& o) { o.set_length_penalty(std::numeric_limits<float>::quiet_NaN()); }, "options.length_penalty"},
+        {[](auto& o) { o.set_num_return_sequences(3); }, "options.num_return_sequences"},
+        {[](auto& o) { o.add_stop(""); }, "options.stop"},
+        {[](auto& o) {
+           for (int i = 0; i < 20; ++i) o.add_stop("x" + std::to_string(i));
+         },
+         "options.stop"},
+    };
+    for (const Case& c : cases) {
+      v1::DecodingOptions options;
+      c.set(options);
+      const grpc::Status s = CaptionWith(server, options);
+      INFO(c.field << ": " << s.error_message());
+      CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+      CHECK_THAT(s.error_message(), Catch::Contains(c.field));
+    }
+  }
+  SECTION("a prompt over max_prompt_tokens, invalid UTF-8, an empty question, an empty batch") {
+    v1::GenerateRequest request;
+    request.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+    std::string long_prompt;
+    for (int i = 0; i < 40; ++i) long_prompt += "word ";
+    request.set_prompt(long_prompt);
+    StreamResult r = ReadStream(server.stub(), request);
+    CHECK(r.status.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(r.status.error_message(), Catch::Contains("max_prompt_tokens"));
+    request.set_prompt("bad \xff byte");
+    // proto3 strings must be UTF-8: the client library refuses to send it, or
+    // the server refuses it; either way nothing runs.
+    r = ReadStream(server.stub(), request);
+    CHECK_FALSE(r.status.ok());
+
+    grpc::ClientContext c1, c2;
+    v1::AnswerRequest answer;
+    answer.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+    v1::Completion out;
+    grpc::Status s = server.stub().Answer(&c1, answer, &out);
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("question"));
+
+    auto batch = server.stub().GenerateBatch(&c2, v1::GenerateBatchRequest());
+    v1::BatchItemResult item;
+    CHECK_FALSE(batch->Read(&item));
+    s = batch->Finish();
+    CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(s.error_message(), Catch::Contains("items"));
+  }
+  // Whatever came before, the server still captions.
+  CHECK(CaptionWith(server, v1::DecodingOptions()).ok());
+}
+
+TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only itself") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  v1::GenerateBatchRequest request;
+  request.add_items()->mutable_image()->set_data(ImageBytes("chelsea.jpg"));
+  request.add_items()->mutable_image()->set_data("this is not an image");
+  v1::BatchItem* third = request.add_items();
+  third->mutable_image()->set_data(ImageBytes("coffee.jpg"));
+  third->set_prompt("Question: what is in the cup? Answer:");
+  request.mutable_options()->set_max_new_tokens(12);
+  grpc::ClientContext ctx;
+  auto reader = server.stub().GenerateBatch(&ctx, request);
+  std::map<int, v1::BatchItemResult> results;
+  v1::BatchItemResult result;
+  while (reader->Read(&result)) {
+    CHECK(results.count(result.index()) == 0);
+    results[result.index()] = result;
+  }
+  REQUIRE(reader->Finish().ok());
+  REQUIRE(results.size() == 3);
+  CHECK(results[0].code() == 0);
+  CHECK(results[0].completion().sequences_size() == 1);
+  CHECK(results[1].code() == static_cast<int>(StatusCode::INVALID_ARGUMENT));
+  CHECK_THAT(results[1].message(), Catch::Contains("image.data"));
+  CHECK(results[2].code() == 0);
+  CHECK(results[2].completion().usage().prompt_tokens() > 1);
+
+  // Each item is what Generate computes for it alone.
+  v1::GenerateRequest alone;
+  alone.mutable_image()->set_data(ImageBytes("chelsea.jpg"));
+  alone.mutable_options()->set_max_new_tokens(12);
+  const StreamResult r = ReadStream(server.stub(), alone);
+  REQUIRE(r.status.ok());
+  CHECK(r.messages.back().final().sequences(0).text() == results[0].completion().sequences(0).text());
+}
+
+TEST_CASE("A registered image skips decoding and the encoder; release forgets it") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  grpc::ClientContext c1, c2;
+  v1::RegisterImageRequest reg;
+  reg.set_data(ImageBytes("astronaut.png"));
+  v1::RegisterImageResponse id1, id2;
+  REQUIRE(server.stub().RegisterImage(&c1, reg, &id1).ok());
+  REQUIRE(server.stub().RegisterImage(&c2, reg, &id2).ok());
+  CHECK(id1.image_id().size() == 16);
+  CHECK(id1.image_id() == id2.image_id());
+  CHECK(server.Metric("blip2_registered_images") == 1);
+  const double misses = server.Metric("blip2_image_cache_misses_total");
+  const double hits = server.Metric("blip2_image_cache_hits_total");
+  CHECK(misses == 1);  // encoded once
+
+  v1::CaptionRequest by_id;
+  by_id.mutable_image()->set_image_id(id1.image_id());
+  by_id.mutable_options()->set_max_new_tokens(10);
+  v1::Completion first, second, by_bytes;
+  grpc::ClientContext c3, c4, c5;
+  REQUIRE(server.stub().Caption(&c3, by_id, &first).ok());
+  REQUIRE(server.stub().Caption(&c4, by_id, &second).ok());
+  CHECK(server.Metric("blip2_image_cache_misses_total") == misses);  // no new encoder run
+  CHECK(server.Metric("blip2_image_cache_hits_total") == hits + 2);
+  // The same caption as sending the bytes.
+  v1::CaptionRequest with_bytes = by_id;
+  with_bytes.mutable_image()->set_data(ImageBytes("astronaut.png"));
+  REQUIRE(server.stub().Caption(&c5, with_bytes, &by_bytes).ok());
+  CHECK(first.sequences(0).text() == by_bytes.sequences(0).text());
+  CHECK(second.sequences(0).text() == by_bytes.sequences(0).text());
+
+  grpc::ClientContext c6, c7, c8;
+  v1::ReleaseImageRequest release;
+  release.set_image_id(id1.image_id());
+  v1::ReleaseImageResponse released;
+  REQUIRE(server.stub().ReleaseImage(&c6, release, &released).ok());
+  CHECK(server.stub().ReleaseImage(&c7, release, &released).error_code() == StatusCode::NOT_FOUND);
+  CHECK(server.WaitForMetric("blip2_registered_images", 0) == 0);
+  v1::Completion after;
+  const grpc::Status s = server.stub().Caption(&c8, by_id, &after);
+  CHECK(s.error_code() == StatusCode::NOT_FOUND);
+  CHECK_THAT(s.error_message(), Catch::Contains(id1.image_id()));
+}
+
+TEST_CASE("GetModelInfo describes the model and the limits") {
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.mutable_limits()->set_max_new_tokens(77);
+  TestServer server(cfg);
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  REQUIRE(server.stub().GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+  CHECK(info.model_type() == "blip2-opt");
+  CHECK(info.model_name() == "blip2-tiny-opt");
+  CHECK(info.num_query_tokens() == 8);
+  CHECK(info.max_position_embeddings() == 128);
+  CHECK(info.device() == "cpu");
+  CHECK(info.dtype() == "float32");
+  CHECK(info.kv_cache_blocks() > 0);
+  CHECK(info.limits().max_new_tokens() == 77);
+  CHECK(info.limits().max_message_bytes() == 32 << 20);
+  CHECK_FALSE(info.server_version().empty());
+}
+
+TEST_CASE("Draining: health goes NOT_SERVING, new calls get UNAVAILABLE, streams in flight complete") {
+  TestServer server(TestConfig(LongContextModelDir()));
+  auto health = grpc::health::v1::Health::NewStub(server.channel());
+  auto check = [&] {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response);
+    return s.ok() ? response.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  REQUIRE(check() == grpc::health::v1::HealthCheckResponse::SERVING);
+  CHECK(server.HttpGet("/healthz") == "SERVING\n");
+
+  grpc::ClientContext ctx;
+  auto stream = server.stub().Generate(&ctx, LongRequest(900));
+  v1::GenerateResponse message;
+  REQUIRE(stream->Read(&message));
+  std::thread drain([&] { server.server().Drain(std::chrono::seconds(30)); });
+  while (check() == grpc::health::v1::HealthCheckResponse::SERVING) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(check() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const grpc::Status refused = CaptionWith(server, v1::DecodingOptions());
+  CHECK(refused.error_code() == StatusCode::UNAVAILABLE);
+  bool final = false;
+  while (stream->Read(&message)) final = message.has_final();
+  CHECK(stream->Finish().ok());
+  CHECK(final);
+  drain.join();
+}
+
+}  // namespace
+}  // namespace blip2::testing
