@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""A Python client for blip2-serve, on Debian's python3-grpcio.
+
+The stubs come from our proto: the build generates them into
+build/clients/python (blip2_pb2.py, blip2_pb2_grpc.py); point --stubs (or
+$BLIP2_PY_STUBS) elsewhere if you built elsewhere, or generate them yourself:
+
+    protoc -Iproto --python_out=OUT --grpc_python_out=OUT \
+        --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin proto/blip2.proto
+
+Examples:
+    python3 clients/python/blip2_client.py --target 127.0.0.1:50051 caption tests/fixtures/images/chelsea.jpg
+    python3 clients/python/blip2_client.py answer photo.jpg "what is the dog doing?"
+    python3 clients/python/blip2_client.py generate photo.jpg --prompt "a photo of" --max-new-tokens 20
+    python3 clients/python/blip2_client.py batch a.jpg b.jpg c.jpg
+    python3 clients/python/blip2_client.py info
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_STUBS = os.path.join(HERE, "..", "..", "build", "clients", "python")
+
+
+def load_stubs(path):
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        import blip2_pb2  # noqa: F401
+        import blip2_pb2_grpc  # noqa: F401
+    except ImportError as e:
+        sys.exit(f"blip2_client: cannot import the generated stubs from {path} ({e}); build the project or pass --stubs")
+    return sys.modules["blip2_pb2"], sys.modules["blip2_pb2_grpc"]
+
+
+def decoding_options(pb, args):
+    options = pb.DecodingOptions()
+    if args.max_new_tokens is not None:
+        options.max_new_tokens = args.max_new_tokens
+    if args.num_beams is not None:
+        options.num_beams = args.num_beams
+    if args.temperature is not None:
+        options.temperature = args.temperature
+    if args.top_p is not None:
+        options.top_p = args.top_p
+    if args.seed is not None:
+        options.seed = args.seed
+    options.stop.extend(args.stop or [])
+    return options
+
+
+def image(pb, path):
+    with open(path, "rb") as f:
+        return pb.Image(data=f.read())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default=os.environ.get("BLIP2_TARGET", "127.0.0.1:50051"))
+    parser.add_argument("--stubs", default=os.environ.get("BLIP2_PY_STUBS", DEFAULT_STUBS))
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--num-beams", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--stop", action="append")
+    sub = parser.add_subparsers(dest="call", required=True)
+    sub.add_parser("caption").add_argument("image")
+    answer = sub.add_parser("answer")
+    answer.add_argument("image")
+    answer.add_argument("question")
+    generate = sub.add_parser("generate")
+    generate.add_argument("image")
+    generate.add_argument("--prompt", default="")
+    sub.add_parser("batch").add_argument("images", nargs="+")
+    sub.add_parser("info")
+    args = parser.parse_args()
+
+    import grpc
+
+    pb, pb_grpc = load_stubs(args.stubs)
+    stub = pb_grpc.Blip2Stub(grpc.insecure_channel(args.target))
+    options = decoding_options(pb, args)
+    try:
+        if args.call == "caption":
+            done = stub.Caption(pb.CaptionRequest(image=image(pb, args.image), options=options), timeout=args.timeout)
+            for s in done.sequences:
+                print(s.text)
+        elif args.call == "answer":
+            request = pb.AnswerRequest(image=image(pb, args.image), question=args.question, options=options)
+            for s in stub.Answer(request, timeout=args.timeout).sequences:
+                print(s.text)
+        elif args.call == "generate":
+            request = pb.GenerateRequest(image=image(pb, args.image), prompt=args.prompt, options=options)
+            for message in stub.Generate(request, timeout=args.timeout):
+                if message.HasField("final"):
+                    print()
+                    u = message.final.usage
+                    print(f"generated_tokens={u.generated_tokens} ttft_ms={u.time_to_first_token_ms:.1f} "
+                          f"total_ms={u.total_ms:.1f}", file=sys.stderr)
+                else:
+                    print(message.text, end="", flush=True)
+        elif args.call == "batch":
+            items = [pb.BatchItem(image=image(pb, path)) for path in args.images]
+            failed = 0
+            for result in stub.GenerateBatch(pb.GenerateBatchRequest(items=items, options=options),
+                                             timeout=args.timeout):
+                if result.code == 0:
+                    print(f"{result.index}\t{result.completion.sequences[0].text}")
+                else:
+                    failed += 1
+                    print(f"{result.index}\terror {result.code}: "
+                          f"{result.message}")
+            return 1 if failed else 0
+        elif args.call == "info":
+            print(stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout))
+    except grpc.RpcError as e:
+        print(f"blip2_client: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The Python client (Debian python3-grpcio, stubs from our proto) captions an
+# image and gets exactly what the C++ client and `blip2 generate` print.
+# Usage (inside with_server.sh): python_client_check.sh BLIP2 STUBS MODEL IMAGE
+set -euo pipefail
+blip2=$1 stubs=$2 model=$3 image=$4
+py=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --target "$BLIP2_TARGET" caption "$image")
+cpp=$("$blip2" client caption --target "$BLIP2_TARGET" --image "$image")
+local_text=$("$blip2" generate --model "$model" --image "$image" 2>/dev/null)
+echo "python: $(printf %q "$py")"
+[ -n "$py" ] && [ "$py" == "$cpp" ] && [ "$py" == "$local_text" ]
+batch=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --max-new-tokens 4 batch "$image" "$image")
+[ "$(printf '%s\n' "$batch" | wc -l)" -eq 2 ]
