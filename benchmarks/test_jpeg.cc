@@ -8,9 +8,9 @@
 
 namespace blip2::bench {
 
-std::string MakeTestJpeg(int width, int height) {
+std::string MakeTestJpeg(int width, int height, int seed) {
   cv::Mat img(height, width, CV_8UC3);
-  cv::RNG rng(1);
+  cv::RNG rng(static_cast<uint64_t>(seed));
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
       const double s = std::sin(x * 0.05) * std::cos(y * 0.03);

@@ -5,6 +5,7 @@
 
 namespace blip2::bench {
 
-std::string MakeTestJpeg(int width, int height);
+// `seed` varies the noise, so different seeds give different images (and cache keys).
+std::string MakeTestJpeg(int width, int height, int seed = 1);
 
 }  // namespace blip2::bench

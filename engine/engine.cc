@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -122,6 +123,7 @@ Engine::~Engine() { Shutdown(std::chrono::milliseconds(0)); }
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& options, const EngineConfig& config) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
+  if (config.intra_op_threads > 0) at::set_num_threads(static_cast<int>(config.intra_op_threads));
   ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
   ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
   try {
@@ -149,7 +151,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   impl->stats.kv_blocks_total = impl->kv_blocks;
   common::LogInfo("engine", absl::StrCat("KV cache: ", impl->kv_blocks, " blocks of ", config.kv_block_size,
                                          " tokens; max ", config.max_num_seqs, " sequences, ",
-                                         config.max_batched_tokens, " tokens per step"));
+                                         config.max_batched_tokens, " tokens per step; ", at::get_num_threads(),
+                                         " intra-op threads"));
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

@@ -38,6 +38,9 @@ struct EngineConfig {
   int64_t vision_max_batch = 8;
   std::chrono::microseconds vision_max_queue_delay{2000};
   int64_t image_cache_bytes = 64ll << 20;
+  // Threads torch may use inside one operation (process-wide); 0 keeps
+  // torch's default (one per core).
+  int64_t intra_op_threads = 0;
   // Requests.
   int64_t inbox_capacity = 1024;
   int64_t max_prompt_tokens = 256;       // text tokens, after the image's query tokens

@@ -40,7 +40,7 @@ grpc::Status CallStatus(const absl::StatusOr<v1::Completion>& result, const Call
 class GenerateCall final : public StreamReactor<v1::GenerateResponse> {
  public:
   GenerateCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request)
-      : record_(core, ctx, "Generate") {
+      : StreamReactor(&core->writer), record_(core, ctx, "Generate") {
     absl::Status admitted = record_.Admit(/*model_call=*/true);
     if (admitted.ok()) admitted = record_.CheckSize(request);
     if (!admitted.ok()) {
@@ -140,7 +140,7 @@ class CompletionCall final : public grpc::ServerUnaryReactor {
 class BatchCall final : public StreamReactor<v1::BatchItemResult> {
  public:
   BatchCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const v1::GenerateBatchRequest& request)
-      : record_(core, ctx, "GenerateBatch") {
+      : StreamReactor(&core->writer), record_(core, ctx, "GenerateBatch") {
     absl::Status admitted = record_.Admit(/*model_call=*/true);
     if (admitted.ok()) admitted = record_.CheckSize(request);
     const int64_t max_items = core->cfg.limits().max_batch_items();

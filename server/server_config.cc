@@ -143,6 +143,7 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   }
   if (c.drain_grace_seconds() < 0) return absl::InvalidArgumentError("drain_grace_seconds must not be negative");
   RETURN_IF_ERROR(Positive(c.preprocess_threads(), "preprocess_threads"));
+  if (c.intra_op_threads() < 0) return absl::InvalidArgumentError("intra_op_threads must not be negative");
   RETURN_IF_ERROR(Positive(c.batching().max_num_seqs(), "batching.max_num_seqs"));
   RETURN_IF_ERROR(Positive(c.batching().max_batched_tokens(), "batching.max_batched_tokens"));
   RETURN_IF_ERROR(Positive(c.batching().vision_max_batch(), "batching.vision_max_batch"));
@@ -171,6 +172,7 @@ engine::EngineOptions ToEngineOptions(const config::ServerConfig& c) { return {c
 
 engine::EngineConfig ToEngineConfig(const config::ServerConfig& c) {
   engine::EngineConfig e;
+  e.intra_op_threads = c.intra_op_threads();
   e.kv_block_size = c.kv_cache().block_size();
   e.kv_blocks = c.kv_cache().blocks();
   e.kv_cache_bytes = c.kv_cache().cache_mb() << 20;

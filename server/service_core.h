@@ -21,12 +21,13 @@ using Clock = std::chrono::steady_clock;
 
 struct ServiceCore {
   ServiceCore(engine::Engine* engine, const config::ServerConfig& cfg, ServerMetrics* metrics)
-      : engine(engine), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()) {}
+      : engine(engine), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
 
   engine::Engine* engine;
   const config::ServerConfig cfg;
   ServerMetrics* metrics;
-  common::ThreadPool pool;  // image decoding and preprocessing, off the gRPC threads
+  common::ThreadPool pool;    // image decoding and preprocessing, off the gRPC threads
+  common::ThreadPool writer;  // starts stream writes, off the engine thread
   std::atomic<bool> draining{false};
   std::atomic<int64_t> in_flight{0};  // admitted model calls
   std::atomic<int64_t> queued{0};     // engine requests admitted, no token yet

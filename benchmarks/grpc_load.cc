@@ -1,0 +1,278 @@
+// A gRPC load generator for blip2-serve (C++, gRPC's asynchronous callback
+// client). Closed loop: N calls always in flight, a new one as each ends.
+// Open loop: calls arrive as a Poisson process at a given rate, whatever the
+// server's pace. Reports requests/s, generated tokens/s, time to first token
+// and inter-token latency (p50/p90/p99) and errors by status, as a table and
+// JSON. Never asserts timings.
+//
+//   build/benchmarks/grpc_load --target 127.0.0.1:50051 --concurrency 1,8,32,128 --requests 512
+//   build/benchmarks/grpc_load --target HOST:PORT --mode open --rate 200,400 --seconds 10
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "benchmarks/test_jpeg.h"
+#include "blip2.grpc.pb.h"
+#include "common/cli_flags.h"
+#include "common/file_util.h"
+
+namespace blip2::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+// What every call records, under one lock.
+struct Results {
+  std::mutex mu;
+  std::condition_variable done_cv;
+  int64_t finished = 0;
+  int64_t tokens = 0;
+  int64_t messages = 0;
+  std::vector<double> ttft_ms, itl_ms, latency_ms;
+  std::map<std::string, int64_t> errors;  // status code name -> calls
+};
+
+struct Workload {
+  v1::Blip2::Stub* stub;
+  int new_tokens;
+  int image_size;
+  int64_t distinct;  // images per level
+};
+
+// Distinct JPEGs for one level; `first_seed` differs per level and per run so
+// the server's image cache never answers from an earlier level.
+std::vector<std::string> MakeImages(const Workload& w, int first_seed) {
+  std::vector<std::string> images;
+  for (int64_t i = 0; i < w.distinct; ++i) images.push_back(MakeTestJpeg(w.image_size, w.image_size, first_seed + static_cast<int>(i)));
+  return images;
+}
+
+// One Generate call; records its timings, then tells `on_end`.
+class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
+ public:
+  Call(const Workload& w, const std::vector<std::string>& images, int64_t index, Results* results,
+       std::function<void()> on_end)
+      : results_(results), on_end_(std::move(on_end)) {
+    request_.mutable_image()->set_data(images[static_cast<size_t>(index) % images.size()]);
+    request_.mutable_options()->set_max_new_tokens(w.new_tokens);
+    request_.mutable_options()->set_min_new_tokens(w.new_tokens);
+    start_ = last_ = Clock::now();
+    w.stub->async()->Generate(&ctx_, &request_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows
+    const Clock::time_point now = Clock::now();
+    const int n = response_.token_ids_size();
+    if (n > 0) {
+      if (tokens_ == 0) {
+        ttft_ms_ = Seconds(start_, now) * 1e3;
+      } else {
+        // A message carrying several tokens (coalesced) spreads its gap over them.
+        for (int i = 0; i < n; ++i) itl_ms_.push_back(Seconds(last_, now) * 1e3 / n);
+      }
+      tokens_ += n;
+      last_ = now;
+    }
+    ++messages_;
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    // The next call starts first: once this one is counted, the runner may
+    // return and take `results_` and `on_end_`'s captures with it.
+    if (on_end_) on_end_();
+    {
+      std::lock_guard<std::mutex> lock(results_->mu);
+      ++results_->finished;
+      results_->messages += messages_;
+      if (status.ok()) {
+        results_->tokens += tokens_;
+        results_->ttft_ms.push_back(ttft_ms_);
+        results_->latency_ms.push_back(Seconds(start_, Clock::now()) * 1e3);
+        results_->itl_ms.insert(results_->itl_ms.end(), itl_ms_.begin(), itl_ms_.end());
+      } else {
+        static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+        ++results_->errors[kNames[std::clamp(static_cast<int>(status.error_code()), 0, 16)]];
+      }
+      results_->done_cv.notify_all();  // under the lock: `results_` may be gone right after
+    }
+    delete this;
+  }
+
+ private:
+  Results* results_;
+  std::function<void()> on_end_;
+  grpc::ClientContext ctx_;
+  v1::GenerateRequest request_;
+  v1::GenerateResponse response_;
+  Clock::time_point start_, last_;
+  int64_t tokens_ = 0, messages_ = 0;
+  double ttft_ms_ = 0;
+  std::vector<double> itl_ms_;
+};
+
+nlohmann::json Summarize(Results& r, double seconds, const std::string& mode, double level, int new_tokens) {
+  std::lock_guard<std::mutex> lock(r.mu);
+  const int64_t ok = static_cast<int64_t>(r.latency_ms.size());
+  nlohmann::json row = {{"mode", mode},
+                        {mode == "closed" ? "concurrent" : "rate_per_s", level},
+                        {"new_tokens", new_tokens},
+                        {"requests", r.finished},
+                        {"ok", ok},
+                        {"errors", r.errors},
+                        {"seconds", seconds},
+                        {"requests_per_s", ok / seconds},
+                        {"tokens_per_s", static_cast<double>(r.tokens) / seconds},
+                        {"tokens_per_message", r.messages > 0 ? static_cast<double>(r.tokens) / r.messages : 0.0},
+                        {"ttft_ms", {{"p50", Percentile(r.ttft_ms, 0.5)}, {"p90", Percentile(r.ttft_ms, 0.9)},
+                                     {"p99", Percentile(r.ttft_ms, 0.99)}}},
+                        {"itl_ms", {{"p50", Percentile(r.itl_ms, 0.5)}, {"p90", Percentile(r.itl_ms, 0.9)},
+                                    {"p99", Percentile(r.itl_ms, 0.99)}}},
+                        {"latency_ms", {{"p50", Percentile(r.latency_ms, 0.5)}, {"p99", Percentile(r.latency_ms, 0.99)}}}};
+  int64_t errors = 0;
+  for (const auto& [code, n] : r.errors) errors += n;
+  std::printf("%-6s %8g %8lld %6lld %10.1f %10.0f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", mode.c_str(), level,
+              static_cast<long long>(r.finished), static_cast<long long>(errors), ok / seconds,
+              static_cast<double>(r.tokens) / seconds, Percentile(r.ttft_ms, 0.5), Percentile(r.ttft_ms, 0.9),
+              Percentile(r.ttft_ms, 0.99), Percentile(r.itl_ms, 0.5), Percentile(r.itl_ms, 0.9),
+              Percentile(r.itl_ms, 0.99));
+  std::fflush(stdout);
+  return row;
+}
+
+// `total` calls, `concurrent` in flight at all times.
+nlohmann::json RunClosed(const Workload& w, const std::vector<std::string>& images, int concurrent, int64_t total) {
+  Results results;
+  std::atomic<int64_t> next{0};
+  std::function<void()> launch = [&] {
+    const int64_t i = next.fetch_add(1);
+    if (i < total) new Call(w, images, i, &results, launch);
+  };
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < concurrent; ++i) launch();
+  std::unique_lock<std::mutex> lock(results.mu);
+  results.done_cv.wait(lock, [&] { return results.finished == total; });
+  lock.unlock();
+  return Summarize(results, Seconds(start, Clock::now()), "closed", concurrent, w.new_tokens);
+}
+
+// Calls arriving as a Poisson process at `rate` per second for `seconds`.
+nlohmann::json RunOpen(const Workload& w, const std::vector<std::string>& images, double rate, double seconds) {
+  Results results;
+  std::mt19937_64 rng(42);
+  std::exponential_distribution<double> gap(rate);
+  const Clock::time_point start = Clock::now();
+  Clock::time_point at = start;
+  int64_t launched = 0;
+  while (Seconds(start, at) < seconds) {
+    std::this_thread::sleep_until(at);
+    new Call(w, images, launched++, &results, nullptr);
+    at += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
+  }
+  std::unique_lock<std::mutex> lock(results.mu);
+  results.done_cv.wait(lock, [&] { return results.finished == launched; });
+  lock.unlock();
+  return Summarize(results, Seconds(start, Clock::now()), "open", rate, w.new_tokens);
+}
+
+std::vector<double> Levels(const std::string& list) {
+  std::vector<double> out;
+  for (absl::string_view s : absl::StrSplit(list, ',')) {
+    double v = 0;
+    if (!absl::SimpleAtod(s, &v) || v <= 0) {
+      std::fprintf(stderr, "grpc_load: bad level \"%s\"\n", std::string(s).c_str());
+      std::exit(2);
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                                       {"target", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
+                                        "images", "image-size", "out"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "grpc_load: %s\n", flags.status().ToString().c_str());
+    return 2;
+  }
+  const std::string mode = flags->Get("mode", "closed");
+  const int64_t requests = flags->GetInt("requests", 512).value_or(512);
+  const int new_tokens = static_cast<int>(flags->GetInt("new-tokens", 32).value_or(32));
+  const int image_size = static_cast<int>(flags->GetInt("image-size", 224).value_or(224));
+  double seconds = 10;
+  absl::SimpleAtod(flags->Get("seconds", "10"), &seconds);
+  // Distinct images by default (one per request, as the engine benchmark
+  // does), so every call runs decoding, preprocessing and the encoder.
+  const int64_t distinct = flags->GetInt("images", requests).value_or(requests);
+  // A different series of images on every run, so a second run against the
+  // same server is not answered from its image cache.
+  const int run_seed = static_cast<int>(std::random_device()() % 1000) * 1000000;
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials(),
+                                           args);
+  auto stub = v1::Blip2::NewStub(channel);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30))) {
+    std::fprintf(stderr, "grpc_load: cannot connect to %s\n", flags->Get("target", "").c_str());
+    return 1;
+  }
+  const Workload w{stub.get(), new_tokens, image_size, distinct};
+  int level_index = 0;
+  std::printf("%-6s %8s %8s %6s %10s %10s %8s %8s %8s %8s %8s %8s\n", "mode", "level", "calls", "errors", "req/s",
+              "tokens/s", "ttft50", "ttft90", "ttft99", "itl50", "itl90", "itl99");
+  nlohmann::json rows = nlohmann::json::array();
+  if (mode == "closed") {
+    for (double c : Levels(flags->Get("concurrency", "1,8,32,128"))) {
+      rows.push_back(RunClosed(w, MakeImages(w, run_seed + 10000 * ++level_index), static_cast<int>(c), requests));
+    }
+  } else if (mode == "open") {
+    for (double rate : Levels(flags->Get("rate", "100"))) {
+      rows.push_back(RunOpen(w, MakeImages(w, run_seed + 10000 * ++level_index), rate, seconds));
+    }
+  } else {
+    std::fprintf(stderr, "grpc_load: --mode closed or open\n");
+    return 2;
+  }
+  nlohmann::json report = {{"benchmark", "grpc_load"},
+                           {"target", flags->Get("target", "127.0.0.1:50051")},
+                           {"distinct_images", distinct},
+                           {"image_size", image_size},
+                           {"results", rows}};
+  if (flags->Has("out")) {
+    std::ofstream(flags->Get("out", "")) << report.dump(1) << "\n";
+    std::printf("wrote %s\n", flags->Get("out", "").c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace blip2::bench
+
+int main(int argc, char** argv) { return blip2::bench::Main(argc, argv); }
