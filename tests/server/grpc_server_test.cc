@@ -107,6 +107,40 @@ TEST_CASE("Caption and Answer use the released prompt conventions") {
   CHECK(answered.usage().prompt_tokens() == streamed.messages.back().final().usage().prompt_tokens());
 }
 
+TEST_CASE("A slow reader gets tokens coalesced into fewer messages; the engine does not wait for it") {
+  TestServer server(TestConfig(LongContextModelDir()));
+  // A client that reads nothing for a while, with a small HTTP/2 window: the
+  // server's writes back up quickly.
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.http2.lookahead_bytes", 1024);
+  args.SetInt("grpc.http2.bdp_probe", 0);
+  auto channel = grpc::CreateCustomChannel(server.target(), grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::Blip2::NewStub(channel);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, LongRequest(900));
+  // The whole generation ends in the engine before the client reads a byte.
+  REQUIRE(server.WaitForMetric("blip2_generated_tokens_total", 900) == 900);
+  CHECK(server.WaitForMetric("blip2_requests_running", 0) == 0);
+  CHECK(server.Metric("blip2_kv_cache_blocks_used") == 0);
+  std::vector<v1::GenerateResponse> messages;
+  v1::GenerateResponse message;
+  while (reader->Read(&message)) messages.push_back(message);
+  REQUIRE(reader->Finish().ok());
+  std::vector<int64_t> ids;
+  std::string text;
+  for (size_t i = 0; i + 1 < messages.size(); ++i) {
+    ids.insert(ids.end(), messages[i].token_ids().begin(), messages[i].token_ids().end());
+    text += messages[i].text();
+  }
+  REQUIRE(messages.back().has_final());
+  const v1::Sequence& seq = messages.back().final().sequences(0);
+  CHECK(ids.size() == 900);
+  CHECK(ids == std::vector<int64_t>(seq.token_ids().begin(), seq.token_ids().end()));
+  CHECK(text == seq.text());
+  INFO(messages.size() << " messages for 900 tokens");
+  CHECK(messages.size() < 450);  // coalesced: at least two tokens per message on average
+}
+
 TEST_CASE("Cancelling mid-stream ends the request and frees its KV blocks") {
   TestServer server(TestConfig(LongContextModelDir()));
   grpc::ClientContext ctx;
