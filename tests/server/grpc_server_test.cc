@@ -181,15 +181,10 @@ TEST_CASE("Overload gets RESOURCE_EXHAUSTED while admitted requests complete") {
     CHECK(refused.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
     CHECK_THAT(refused.status.error_message(), Catch::Contains("max_concurrent_streams"));
     CHECK(refused.messages.empty());
-    int tokens = message.token_ids_size();
-    bool final = false;
-    while (admitted->Read(&message)) {
-      tokens += message.token_ids_size();
-      final = message.has_final();
-    }
-    CHECK(admitted->Finish().ok());
-    CHECK(final);
-    CHECK(tokens == 600);
+    const StreamEnd end = ReadToEnd(*admitted, message.token_ids_size());
+    CHECK(end.status.ok());
+    CHECK(end.ended_final);
+    CHECK(end.tokens == 600);
   }
   SECTION("max_queued_requests") {
     config::ServerConfig cfg = TestConfig(LongContextModelDir());
@@ -205,13 +200,10 @@ TEST_CASE("Overload gets RESOURCE_EXHAUSTED while admitted requests complete") {
     const StreamResult refused = ReadStream(server.stub(), LongRequest(5));
     CHECK(refused.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
     CHECK_THAT(refused.status.error_message(), Catch::Contains("max_queued_requests"));
-    while (running->Read(&message)) {
-    }
-    CHECK(running->Finish().ok());
-    bool final = false;
-    while (waiting->Read(&message)) final = message.has_final();
-    CHECK(waiting->Finish().ok());
-    CHECK(final);
+    CHECK(ReadToEnd(*running).status.ok());
+    const StreamEnd waited = ReadToEnd(*waiting);
+    CHECK(waited.status.ok());
+    CHECK(waited.ended_final);
   }
 }
 
@@ -325,6 +317,22 @@ TEST_CASE("Bad input gets INVALID_ARGUMENT naming the problem, and the server go
   CHECK(CaptionWith(server, v1::DecodingOptions()).ok());
 }
 
+TEST_CASE("An image over max_image_pixels is refused before decoding") {
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.set_max_image_pixels(100 * 100);
+  TestServer server(cfg);
+  grpc::ClientContext ctx;
+  v1::CaptionRequest request;
+  request.mutable_image()->set_data(ImageBytes("chelsea.jpg"));  // 451x300
+  v1::Completion out;
+  const grpc::Status s = server.stub().Caption(&ctx, request, &out);
+  CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::Contains("over the limit of 10000"));
+  grpc::ClientContext small_ctx;
+  request.mutable_image()->set_data(ImageBytes("tiny_upscale.png"));
+  CHECK(server.stub().Caption(&small_ctx, request, &out).ok());
+}
+
 TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only itself") {
   TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
   v1::GenerateBatchRequest request;
@@ -435,19 +443,29 @@ TEST_CASE("Draining: health goes NOT_SERVING, new calls get UNAVAILABLE, streams
   REQUIRE(check() == grpc::health::v1::HealthCheckResponse::SERVING);
   CHECK(server.HttpGet("/healthz") == "SERVING\n");
 
+  // Watch: the current status at once, then every change.
+  grpc::ClientContext watch_ctx;
+  auto watch = health->Watch(&watch_ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse watched;
+  REQUIRE(watch->Read(&watched));
+  CHECK(watched.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+
   grpc::ClientContext ctx;
   auto stream = server.stub().Generate(&ctx, LongRequest(900));
   v1::GenerateResponse message;
   REQUIRE(stream->Read(&message));
   std::thread drain([&] { server.server().Drain(std::chrono::seconds(30)); });
-  while (check() == grpc::health::v1::HealthCheckResponse::SERVING) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(watch->Read(&watched));
+  CHECK(watched.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  watch_ctx.TryCancel();
+  watch->Finish();
   CHECK(check() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  CHECK(server.HttpGet("/healthz") == "NOT_SERVING\n");
   const grpc::Status refused = CaptionWith(server, v1::DecodingOptions());
   CHECK(refused.error_code() == StatusCode::UNAVAILABLE);
-  bool final = false;
-  while (stream->Read(&message)) final = message.has_final();
-  CHECK(stream->Finish().ok());
-  CHECK(final);
+  const StreamEnd end = ReadToEnd(*stream);
+  CHECK(end.status.ok());
+  CHECK(end.ended_final);
   drain.join();
 }
 

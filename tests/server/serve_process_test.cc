@@ -57,15 +57,10 @@ TEST_CASE("SIGTERM: NOT_SERVING, the stream in flight completes, exit code 0") {
   Health::ServingStatus seen = check();
   while (seen == Health::SERVING) seen = check();
   CHECK(seen == Health::NOT_SERVING);
-  int tokens = message.token_ids_size();
-  bool final = false;
-  while (stream->Read(&message)) {
-    tokens += message.token_ids_size();
-    final = message.has_final();
-  }
-  CHECK(stream->Finish().ok());
-  CHECK(final);
-  CHECK(tokens == 900);
+  const StreamEnd end = ReadToEnd(*stream, message.token_ids_size());
+  CHECK(end.status.ok());
+  CHECK(end.ended_final);
+  CHECK(end.tokens == 900);
   int status = 0;
   REQUIRE(::waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status));

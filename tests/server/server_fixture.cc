@@ -144,4 +144,16 @@ v1::GenerateRequest LongRequest(int tokens) {
   return request;
 }
 
+StreamEnd ReadToEnd(grpc::ClientReaderInterface<v1::GenerateResponse>& reader, int64_t already) {
+  StreamEnd end;
+  end.tokens = already;
+  v1::GenerateResponse message;
+  while (reader.Read(&message)) {
+    end.tokens += message.token_ids_size();
+    end.ended_final = message.has_final();
+  }
+  end.status = reader.Finish();
+  return end;
+}
+
 }  // namespace blip2::testing

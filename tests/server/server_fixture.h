@@ -50,4 +50,12 @@ std::string ImageBytes(const std::string& name);
 // A Generate request on an image that generates exactly `tokens` tokens.
 v1::GenerateRequest LongRequest(int tokens);
 
+struct StreamEnd {
+  grpc::Status status;
+  int64_t tokens = 0;       // token ids in the messages read here, plus `already`
+  bool ended_final = false;  // the last message carried `final`
+};
+// Reads the rest of a Generate stream, then finishes it.
+StreamEnd ReadToEnd(grpc::ClientReaderInterface<v1::GenerateResponse>& reader, int64_t already = 0);
+
 }  // namespace blip2::testing
