@@ -29,7 +29,7 @@ TEST_CASE("blip2 client generate returns what blip2 generate computes, for every
       {"--repetition-penalty", "1.5", "--no-repeat-ngram-size", "2", "--max-new-tokens", "20"},
       {"--stop", "in", "--max-new-tokens", "30"},
   };
-  for (const std::string& image : {"chelsea.jpg", "camera_gray.png"}) {
+  for (const std::string image : {"chelsea.jpg", "camera_gray.png"}) {
     const std::string path = FixturesDir() + "/images/" + image;
     for (const auto& options : option_sets) {
       const ProcessResult local = RunProcess(

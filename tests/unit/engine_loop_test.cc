@@ -188,6 +188,61 @@ TEST_CASE("engine: many requests on one image run the encoder once") {
   CHECK(stats.image_cache_hits == 11);
 }
 
+TEST_CASE("engine: a registered image is encoded once, pinned until released, then unknown") {
+  EngineConfig config;
+  config.image_cache_bytes = 1;  // nothing unpinned survives: only the registration keeps it
+  config.max_registered_images = 1;
+  auto engine = Engine::Start({Model()}, config);
+  REQUIRE(engine.ok());
+  auto registered = std::make_shared<Collector>();
+  auto key = (*engine)->RegisterImage(Pixels("chelsea"), registered);
+  REQUIRE(key.ok());
+  CHECK(*key == ImageContentKey(Pixels("chelsea")));
+  // A request naming the key may follow at once, before the encoding is done.
+  auto by_key = std::make_shared<Collector>();
+  EngineRequest req{{}, "", {}, 0, std::nullopt};
+  req.image_key = *key;
+  req.overrides.max_new_tokens = 5;
+  REQUIRE((*engine)->Submit(req, by_key).ok());
+  registered->Wait();
+  by_key->Wait();
+  REQUIRE(registered->error().ok());
+  REQUIRE(by_key->result().has_value());
+  // The same ids as sending the pixels.
+  auto by_pixels = std::make_shared<Collector>();
+  EngineRequest with_pixels{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  with_pixels.overrides.max_new_tokens = 5;
+  REQUIRE((*engine)->Submit(std::move(with_pixels), by_pixels).ok());
+  by_pixels->Wait();
+  CHECK(by_key->result()->sequences[0].token_ids == by_pixels->result()->sequences[0].token_ids);
+  CHECK((*engine)->Stats().images_encoded == 1);
+  CHECK((*engine)->Stats().registered_images == 1);
+  // One registration at a time; a second image is refused.
+  auto other = (*engine)->RegisterImage(Pixels("coffee"), std::make_shared<Collector>());
+  CHECK(absl::IsResourceExhausted(other.status()));
+
+  REQUIRE((*engine)->ReleaseImage(*key).ok());
+  CHECK(absl::IsNotFound((*engine)->ReleaseImage(*key)));
+  CHECK(absl::IsNotFound((*engine)->Submit(req, std::make_shared<Collector>()).status()));
+  // A request with the pixels still works after the release.
+  auto again = std::make_shared<Collector>();
+  EngineRequest pixels_again{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  REQUIRE((*engine)->Submit(std::move(pixels_again), again).ok());
+  again->Wait();
+  CHECK(again->result().has_value());
+}
+
+TEST_CASE("engine: prompts over max_prompt_tokens are refused naming the limit") {
+  EngineConfig config;
+  config.max_prompt_tokens = 3;
+  auto engine = Engine::Start({Model()}, config);
+  REQUIRE(engine.ok());
+  EngineRequest req{Pixels("chelsea"), "a photo of a cat on a mat", {}, 0, std::nullopt};
+  const auto id = (*engine)->Submit(std::move(req), std::make_shared<Collector>());
+  CHECK(absl::IsInvalidArgument(id.status()));
+  CHECK_THAT(std::string(id.status().message()), Catch::Contains("max_prompt_tokens"));
+}
+
 TEST_CASE("engine: cancelling half of the requests mid-stream leaves no KV block in use") {
   auto engine = Engine::Start({Model()});
   REQUIRE(engine.ok());
