@@ -5,6 +5,9 @@
 //  2. the scheduler's cost per step with 1,000 running sequences (no model);
 //  3. 1,000 requests over 10 distinct images against 1,000 distinct images
 //     (the image cache).
+// --load-only: a sustained-load sweep on a given or synthetic model; with
+// --soak N also N captions at 64 in flight, reporting host and device memory
+// every N/5 requests (no growth expected once caches are full).
 // Prints tables and writes JSON (--out).
 #include <ATen/Parallel.h>
 
@@ -21,6 +24,7 @@
 #include "common/cli_flags.h"
 #include "engine/captioner.h"
 #include "engine/engine.h"
+#include "engine/torch_util.h"
 #include "scheduler/scheduler.h"
 #include "server/waiting_sink.h"
 
@@ -118,10 +122,58 @@ nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t ne
   return row;
 }
 
+// Soak: `total` captions with distinct images, `window` in flight; memory and
+// cache state after each fifth. A leak shows as growth between checkpoints
+// once the caches are full.
+nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, int total, int window,
+                       int64_t new_tokens) {
+  const auto shape = engine.pixel_shape();
+  const at::Device device = engine::ParseDevice(device_name).value_or(at::Device(at::kCPU));
+  std::vector<std::shared_ptr<server::WaitingSink>> sinks(total);
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("\n%-10s %12s %16s %16s %16s %10s %14s\n", "requests", "host RSS MB", "device alloc MB",
+              "device reserved", "device peak MB", "KV used", "image cache MB");
+  int next = 0, done = 0;
+  const auto start = Clock::now();
+  while (done < total) {
+    while (next < total && next - done < window) {
+      sinks[next] = std::make_shared<server::WaitingSink>();
+      engine::EngineRequest r{RandomImage(shape, 5000000u + next), "", Tokens(new_tokens), 0, std::nullopt};
+      if (!engine.Submit(std::move(r), sinks[next]).ok()) std::abort();
+      ++next;
+    }
+    if (!sinks[done]->Wait().ok()) std::abort();
+    sinks[done].reset();
+    ++done;
+    if (done % std::max(1, total / 5) == 0 || done == total) {
+      const engine::MemoryUse m = engine::CurrentMemoryUse(device);
+      const engine::EngineStats st = engine.Stats();
+      const auto mb = [](int64_t b) { return b < 0 ? -1.0 : b / 1048576.0; };
+      rows.push_back({{"requests", done}, {"host_rss_mb", mb(m.host_rss_bytes)},
+                      {"device_allocated_mb", mb(m.device_allocated_bytes)},
+                      {"device_reserved_mb", mb(m.device_reserved_bytes)},
+                      {"device_peak_allocated_mb", mb(m.device_peak_allocated_bytes)},
+                      {"kv_blocks_used", st.kv_blocks_used}, {"image_cache_mb", mb(st.image_cache_bytes)}});
+      std::printf("%-10d %12.1f %16.1f %16.1f %16.1f %10lld %14.1f\n", done, mb(m.host_rss_bytes),
+                  mb(m.device_allocated_bytes), mb(m.device_reserved_bytes), mb(m.device_peak_allocated_bytes),
+                  static_cast<long long>(st.kv_blocks_used), mb(st.image_cache_bytes));
+      std::fflush(stdout);
+    }
+  }
+  const engine::EngineStats st = engine.Stats();
+  // Concurrent captions the KV cache holds: query tokens + BOS + new tokens each.
+  const int64_t per_caption = static_cast<int64_t>(engine.spec().processor_num_query_tokens) + 1 + new_tokens;
+  const int64_t block_size = engine::EngineConfig().kv_block_size;
+  const int64_t blocks_per_caption = (per_caption + block_size - 1) / block_size;
+  return {{"requests", total}, {"concurrent", window}, {"new_tokens", new_tokens}, {"seconds", SecondsSince(start)},
+          {"kv_blocks_total", st.kv_blocks_total}, {"kv_capacity_concurrent_captions", st.kv_blocks_total / blocks_per_caption},
+          {"checkpoints", rows}};
+}
+
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"out", "model", "device", "dtype", "requests", "concurrency", "new-tokens",
-                                        "kv-cache-mb"},
+                                        "kv-cache-mb", "soak", "image-cache-mb"},
                                        {"load-only", "synthetic"});
   if (!flags.ok()) return 2;
   if (flags->Has("load-only")) {
@@ -130,6 +182,7 @@ int Main(int argc, char** argv) {
     config.max_num_seqs = 512;
     config.kv_cache_bytes = flags->GetInt("kv-cache-mb", 16384).value_or(16384) << 20;
     config.vision_max_batch = 64;
+    config.image_cache_bytes = flags->GetInt("image-cache-mb", 64).value_or(64) << 20;
     const int total = static_cast<int>(flags->GetInt("requests", 512).value_or(512));
     const int64_t new_tokens = flags->GetInt("new-tokens", 32).value_or(32);
     nlohmann::json report = {{"benchmark", "engine_load"}, {"device", flags->Get("device", "cpu")},
@@ -145,6 +198,10 @@ int Main(int argc, char** argv) {
       for (absl::string_view c : absl::StrSplit(flags->Get("concurrency", "64,128,256"), ',')) {
         int window = 0;
         if (absl::SimpleAtoi(c, &window) && window > 0) report["results"].push_back(RunLoad(**engine, total, window, new_tokens));
+      }
+      if (flags->Has("soak")) {
+        const int soak = static_cast<int>(flags->GetInt("soak", 5000).value_or(5000));
+        report["soak"] = RunSoak(**engine, flags->Get("device", "cpu"), soak, 64, new_tokens);
       }
     };
     if (flags->Has("synthetic")) {

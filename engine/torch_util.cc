@@ -1,5 +1,17 @@
 #include "engine/torch_util.h"
 
+#include <unistd.h>
+
+#include <fstream>
+
+#include <torch/version.h>
+// The device-generic allocator interface (c10::DeviceAllocator) exists from
+// LibTorch 2.10 on; older versions report no device memory.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+#include <c10/core/CachingDeviceAllocator.h>
+#define BLIP2_HAVE_DEVICE_ALLOCATOR 1
+#endif
+
 #include <c10/util/Exception.h>
 
 #include <cstring>
@@ -73,6 +85,24 @@ absl::Status StatusFromException(const std::exception& e, const std::string& wha
   // c10 appends a C++ backtrace; the first line is what a user needs.
   if (auto nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
   return absl::InternalError(absl::StrCat(what, ": ", message));
+}
+
+MemoryUse CurrentMemoryUse(const at::Device& device) {
+  MemoryUse use;
+  int64_t pages = 0, resident = 0;
+  std::ifstream("/proc/self/statm") >> pages >> resident;
+  use.host_rss_bytes = resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+#ifdef BLIP2_HAVE_DEVICE_ALLOCATOR
+  if (device.is_cuda()) {
+    using c10::CachingAllocator::StatType;
+    const auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(device.index() < 0 ? 0 : device.index());
+    const size_t all = static_cast<size_t>(StatType::AGGREGATE);
+    use.device_allocated_bytes = stats.allocated_bytes[all].current;
+    use.device_reserved_bytes = stats.reserved_bytes[all].current;
+    use.device_peak_allocated_bytes = stats.allocated_bytes[all].peak;
+  }
+#endif
+  return use;
 }
 
 }  // namespace blip2::engine

@@ -29,4 +29,14 @@ at::Tensor Activate(const at::Tensor& x, Activation activation);
 // RESOURCE_EXHAUSTED, anything else INTERNAL. `what` says which step failed.
 absl::Status StatusFromException(const std::exception& e, const std::string& what);
 
+// Memory in use, for benchmarks and leak checks: the process's resident set,
+// and on a CUDA device what torch's caching allocator holds (-1 elsewhere).
+struct MemoryUse {
+  int64_t host_rss_bytes = 0;
+  int64_t device_allocated_bytes = -1;
+  int64_t device_reserved_bytes = -1;
+  int64_t device_peak_allocated_bytes = -1;
+};
+MemoryUse CurrentMemoryUse(const at::Device& device);
+
 }  // namespace blip2::engine

@@ -31,7 +31,9 @@ def main():
             ours_by_batch[r["batch"]] = r
             ours_by_batch.setdefault(1, r)  # batch-1 figures are in every file
     image = load(os.path.join(run, "image_path.json"))["results"]
-    load_rows = load(os.path.join(run, "engine_load.json"))["results"]
+    engine_load = load(os.path.join(run, "engine_load.json"))
+    load_rows = engine_load["results"]
+    soak = engine_load.get("soak")
     best = max(load_rows, key=lambda r: r["captions_per_s"])
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -63,16 +65,25 @@ def main():
     row(f"image path images/s, batch {hf['image_path']['batch']}", enc and enc["encoder_images_per_s"],
         hf["image_path"]["images_per_s"], TARGETS["encoder_images_per_s_batch64"])
 
-    print(f"{'metric':<44} {'ours':>10} {'transformers':>13} {'ratio':>7} {'target':>8}")
+    if soak:
+        first, last = soak["checkpoints"][0], soak["checkpoints"][-1]
+        peak = last["device_peak_allocated_mb"]
+        row("device memory peak, MB (ours; transformers)", peak if peak >= 0 else None,
+            hf.get("peak_memory_gb") and hf["peak_memory_gb"] * 1024)
+        row(f"KV capacity at {soak['kv_blocks_total']} blocks, concurrent 32-token captions",
+            soak["kv_capacity_concurrent_captions"], None)
+        key = "device_allocated_mb" if last["device_allocated_mb"] >= 0 else "host_rss_mb"
+        row(f"{key} growth, {first['requests']} -> {last['requests']} requests", last[key] - first[key], None)
+    print(f"{'metric':<56} {'ours':>10} {'transformers':>13} {'ratio':>7} {'target':>8}")
     for r in rows:
         fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))
         ratio = f"{r['ours_over_transformers']:.2f}x" if r["ours_over_transformers"] else "-"
-        print(f"{r['metric']:<44} {fmt(r['ours']):>10} {fmt(r['transformers']):>13} {ratio:>7} {fmt(r['target']):>8}")
+        print(f"{r['metric']:<56} {fmt(r['ours']):>10} {fmt(r['transformers']):>13} {ratio:>7} {fmt(r['target']):>8}")
     report = {"benchmark": "gpu", "gpu": hf.get("gpu", hf["device"]), "commit": commit, "dtype": hf["dtype"],
               "checkpoint": "random weights, " + os.path.basename(hf["model"].rstrip("/")),
               "transformers_peak_memory_gb": hf.get("peak_memory_gb"), "rows": rows, "targets": TARGETS,
               "raw": {"transformers": hf, "engine_load": load_rows, "image_path": image,
-                      "generation": list(ours_by_batch.values())}}
+                      "generation": list(ours_by_batch.values()), "soak": soak}}
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
     print("wrote", out)

@@ -10,6 +10,7 @@
 #     and 64, the engine under load) and transformers (generate at batch 1, 8,
 #     64; the image path at 64) on that checkpoint, same workload: greedy
 #     captions, exactly 32 new tokens;
+#     and 5,000 more captions watching host and device memory (no growth);
 #  5. print one table and write benchmarks/results/gpu-<gpu>.json
 #     (benchmarks/gpu/report.py), plus every raw JSON.
 #
@@ -32,10 +33,11 @@ start=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 if [[ $smoke == 1 ]]; then
-  device=cpu dtype=float32 shape=tiny build=build iters=2 concurrency=8,32 batches=1,8
+  device=cpu dtype=float32 shape=tiny build=build iters=2 concurrency=8,32 batches=1,8 soak=2000 kv_mb=64
   model=$runs/checkpoint
 else
-  device=cuda dtype=float16 shape=opt-2.7b build=build-gpu iters=5 concurrency=64,128,256 batches=1,8,64
+  device=cuda dtype=float16 shape=opt-2.7b build=build-gpu iters=5 concurrency=64,128,256 batches=1,8,64 soak=5000
+  kv_mb=20000
   model=/tmp/blip2-opt-2.7b-random
 
   step "machine"
@@ -76,10 +78,9 @@ for batch in ${batches//,/ }; do
   "$build/benchmarks/generation_bench" "${common[@]}" --new-tokens 32 --batch "$batch" --iters "$iters" \
     --out "$runs/generation_b$batch.json"
 done
-step "ours: the engine under load, 512 captions at $concurrency concurrent"
+step "ours: the engine under load, 512 captions at $concurrency concurrent, then $soak more (memory)"
 "$build/benchmarks/engine_bench" --load-only --model "$model" --device "$device" --dtype "$dtype" --requests 512 \
-  --concurrency "$concurrency" --new-tokens 32 --kv-cache-mb "$( [[ $smoke == 1 ]] && echo 64 || echo 20000 )" \
-  --out "$runs/engine_load.json"
+  --concurrency "$concurrency" --new-tokens 32 --kv-cache-mb "$kv_mb" --soak "$soak" --out "$runs/engine_load.json"
 step "transformers: generate and the image path on the same checkpoint"
 python3 benchmarks/gpu/hf_caption_bench.py "$model" "$runs/transformers.json" --device "$device" --dtype "$dtype" \
   --batches "$batches" --new-tokens 32 --iters "$iters" || exit 1
