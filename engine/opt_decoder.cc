@@ -78,6 +78,9 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
   const int64_t head_dim = d / heads;
   const double scaling = std::pow(static_cast<double>(head_dim), -0.5);
 
+  // Every index the step needs is built on the host first, then sent to the
+  // device in one copy (IndexUpload), so nothing below waits for the device.
+  IndexUpload upload;
   // Pack every input's new tokens into one [T, ...] batch.
   std::vector<int64_t> ids, positions, logit_rows;
   for (const DecoderInput& in : inputs) {
@@ -87,9 +90,9 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       if (in.all_logits || j + 1 == in.token_ids.size()) logit_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
     }
   }
-  const at::Tensor id_tensor = at::tensor(ids, at::kLong).to(dev);
-  at::Tensor h = embed_tokens_.index_select(0, id_tensor);
-  // Projected Q-Former outputs take the place of the <image> placeholders.
+  const size_t ids_at = upload.Add(ids), positions_at = upload.Add(positions), logit_rows_at = upload.Add(logit_rows);
+  // Rows where projected Q-Former outputs take the place of the <image> placeholders.
+  std::vector<std::pair<size_t, const at::Tensor*>> image_rows;  // upload handle, embeddings
   int64_t offset = 0;
   for (const DecoderInput& in : inputs) {
     if (in.image_embeds.defined() && image_token_index_) {
@@ -99,12 +102,10 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       }
       TORCH_CHECK(static_cast<int64_t>(rows.size()) == in.image_embeds.size(0), "expected ", in.image_embeds.size(0),
                   " <image> tokens, found ", rows.size());
-      h.index_copy_(0, at::tensor(rows, at::kLong).to(dev), in.image_embeds.to(dtype_));
+      image_rows.emplace_back(upload.Add(rows), &in.image_embeds);
     }
     offset += static_cast<int64_t>(in.token_ids.size());
   }
-  if (project_in_) h = (*project_in_)(h);
-  h = h + embed_positions_.index_select(0, at::tensor(positions, at::kLong).to(dev));
 
   // Storage rows, computed once for every layer. New tokens' rows (writes);
   // single-token decodes attend as one padded batch; prefills one by one.
@@ -137,22 +138,16 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
     }
   }
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(dev);
-  const at::Tensor write_index = at::tensor(write_rows, at::kLong).to(dev);
+  const size_t write_rows_at = upload.Add(write_rows);
   const int64_t num_decodes = static_cast<int64_t>(decode_token_rows.size());
-  at::Tensor decode_tokens, decode_rows, decode_mask;
-  if (num_decodes > 0) {
-    decode_tokens = at::tensor(decode_token_rows, at::kLong).to(dev);
-    decode_rows = at::tensor(decode_cache_rows, at::kLong).to(dev);
-    const bool ragged = std::any_of(decode_lengths.begin(), decode_lengths.end(), [&](int64_t l) { return l != longest; });
-    if (ragged) {  // [B, 1, 1, longest]: true where a key is the sequence's own
-      const at::Tensor lengths = at::tensor(decode_lengths, at::kLong).to(dev).unsqueeze(1);
-      decode_mask = (at::arange(longest, long_options).unsqueeze(0) < lengths).view({num_decodes, 1, 1, longest});
-    }
-  }
+  const size_t decode_tokens_at = upload.Add(decode_token_rows), decode_rows_at = upload.Add(decode_cache_rows),
+               decode_lengths_at = upload.Add(decode_lengths);
+  const bool ragged = std::any_of(decode_lengths.begin(), decode_lengths.end(), [&](int64_t l) { return l != longest; });
   // Prefill batch: queries padded to the longest prefill, keys to the longest
   // sequence; padded query rows look at key 0 only and are dropped afterwards.
   const int64_t num_prefills = static_cast<int64_t>(prefill_index.size());
-  at::Tensor prefill_query_rows, prefill_valid_rows, prefill_key_rows, prefill_mask;
+  std::vector<int64_t> query_rows, valid_rows, key_rows;
+  std::vector<int64_t> mask;  // 0/1, [P, 1, Lq, Lk]
   int64_t query_len = 0, key_len = 0;
   if (num_prefills > 0) {
     std::vector<int64_t> starts(inputs.size());
@@ -164,8 +159,7 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       query_len = std::max<int64_t>(query_len, static_cast<int64_t>(inputs[i].token_ids.size()));
       key_len = std::max<int64_t>(key_len, inputs[i].cached + static_cast<int64_t>(inputs[i].token_ids.size()));
     }
-    std::vector<int64_t> query_rows, valid_rows, key_rows;
-    std::vector<uint8_t> mask(num_prefills * query_len * key_len, 0);
+    mask.assign(num_prefills * query_len * key_len, 0);
     for (int64_t b = 0; b < num_prefills; ++b) {
       const DecoderInput& in = inputs[prefill_index[b]];
       const int64_t n = static_cast<int64_t>(in.token_ids.size());
@@ -182,11 +176,6 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
       cache.AppendRows(in.blocks, 0, in.cached + n, &key_rows);
       key_rows.resize(before + key_len, key_rows[before]);
     }
-    prefill_query_rows = at::tensor(query_rows, at::kLong).to(dev);
-    prefill_valid_rows = at::tensor(valid_rows, at::kLong).to(dev);
-    prefill_key_rows = at::tensor(key_rows, at::kLong).to(dev);
-    prefill_mask = at::from_blob(mask.data(), {num_prefills, 1, query_len, key_len}, at::kByte)
-                       .to(dev, at::kBool);
   }
   std::vector<int64_t> prefill_token_rows;  // the new tokens of every prefill, in batch order
   for (int64_t i : prefill_index) {
@@ -194,8 +183,34 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
     for (int64_t j = 0; j < i; ++j) start += static_cast<int64_t>(inputs[j].token_ids.size());
     for (size_t t = 0; t < inputs[i].token_ids.size(); ++t) prefill_token_rows.push_back(start + static_cast<int64_t>(t));
   }
-  const at::Tensor prefill_tokens =
-      num_prefills > 0 ? at::tensor(prefill_token_rows, at::kLong).to(dev) : at::Tensor();
+  const size_t query_rows_at = upload.Add(query_rows), valid_rows_at = upload.Add(valid_rows),
+               key_rows_at = upload.Add(key_rows), mask_at = upload.Add(mask),
+               prefill_tokens_at = upload.Add(prefill_token_rows);
+
+  // Everything on the device from here.
+  upload.Upload(dev);
+  at::Tensor h = embed_tokens_.index_select(0, upload.Get(ids_at));
+  for (const auto& [rows_at, embeds] : image_rows) h.index_copy_(0, upload.Get(rows_at), embeds->to(dtype_));
+  if (project_in_) h = (*project_in_)(h);
+  h = h + embed_positions_.index_select(0, upload.Get(positions_at));
+  const at::Tensor write_index = upload.Get(write_rows_at);
+  at::Tensor decode_tokens, decode_rows, decode_mask;
+  if (num_decodes > 0) {
+    decode_tokens = upload.Get(decode_tokens_at);
+    decode_rows = upload.Get(decode_rows_at);
+    if (ragged) {  // [B, 1, 1, longest]: true where a key is the sequence's own
+      const at::Tensor lengths = upload.Get(decode_lengths_at).unsqueeze(1);
+      decode_mask = (at::arange(longest, long_options).unsqueeze(0) < lengths).view({num_decodes, 1, 1, longest});
+    }
+  }
+  at::Tensor prefill_query_rows, prefill_valid_rows, prefill_key_rows, prefill_mask, prefill_tokens;
+  if (num_prefills > 0) {
+    prefill_query_rows = upload.Get(query_rows_at);
+    prefill_valid_rows = upload.Get(valid_rows_at);
+    prefill_key_rows = upload.Get(key_rows_at);
+    prefill_mask = upload.Get(mask_at).view({num_prefills, 1, query_len, key_len}).to(at::kBool);
+    prefill_tokens = upload.Get(prefill_tokens_at);
+  }
 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
@@ -235,7 +250,7 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
     h = residual + layer.fc2(Activate(layer.fc1(x), config_.activation_function));
     if (!config_.do_layer_norm_before) h = (*layer.mlp_norm)(h);
   }
-  h = h.index_select(0, at::tensor(logit_rows, at::kLong).to(dev));
+  h = h.index_select(0, upload.Get(logit_rows_at));
   if (final_norm_) h = (*final_norm_)(h);
   if (project_out_) h = (*project_out_)(h);
   return at::linear(h, lm_head_).to(at::kFloat);

@@ -87,6 +87,24 @@ absl::Status StatusFromException(const std::exception& e, const std::string& wha
   return absl::InternalError(absl::StrCat(what, ": ", message));
 }
 
+size_t IndexUpload::Add(const std::vector<int64_t>& values) {
+  spans_.emplace_back(static_cast<int64_t>(data_.size()), static_cast<int64_t>(values.size()));
+  data_.insert(data_.end(), values.begin(), values.end());
+  return spans_.size() - 1;
+}
+
+void IndexUpload::Upload(const at::Device& device) {
+  const int64_t n = std::max<int64_t>(1, static_cast<int64_t>(data_.size()));
+  at::Tensor host = at::empty({n}, at::TensorOptions().dtype(at::kLong).pinned_memory(device.is_cuda()));
+  std::copy(data_.begin(), data_.end(), host.data_ptr<int64_t>());
+  // torch's pinned-memory allocator keeps `host` alive until the copy is done.
+  uploaded_ = device.is_cpu() ? host : host.to(device, /*non_blocking=*/true);
+}
+
+at::Tensor IndexUpload::Get(size_t handle) const {
+  return uploaded_.narrow(0, spans_.at(handle).first, spans_.at(handle).second);
+}
+
 MemoryUse CurrentMemoryUse(const at::Device& device) {
   MemoryUse use;
   int64_t pages = 0, resident = 0;

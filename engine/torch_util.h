@@ -29,6 +29,26 @@ at::Tensor Activate(const at::Tensor& x, Activation activation);
 // RESOURCE_EXHAUSTED, anything else INTERNAL. `what` says which step failed.
 absl::Status StatusFromException(const std::exception& e, const std::string& what);
 
+// The small integer arrays one model step needs (token ids, positions, cache
+// rows, masks), sent to the device in one copy. On CUDA the copy goes from
+// pinned memory without blocking: a copy from pageable memory synchronises the
+// stream, and a step that built its indices with a dozen such copies could
+// never queue its kernels ahead of the device.
+class IndexUpload {
+ public:
+  // Appends `values`; returns a handle for Get.
+  size_t Add(const std::vector<int64_t>& values);
+  // One host tensor, one copy; call once, after every Add.
+  void Upload(const at::Device& device);
+  // The array as a 1-D int64 tensor on the device (a view into one buffer).
+  at::Tensor Get(size_t handle) const;
+
+ private:
+  std::vector<int64_t> data_;
+  std::vector<std::pair<int64_t, int64_t>> spans_;  // start, length
+  at::Tensor uploaded_;
+};
+
 // Memory in use, for benchmarks and leak checks: the process's resident set,
 // and on a CUDA device what torch's caching allocator holds (-1 elsewhere).
 struct MemoryUse {
