@@ -6,6 +6,7 @@
 #include "common/file_util.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/stream_decoder.h"
+#include "engine/tokenizer/unigram_tokenizer.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/test_support.h"
@@ -13,17 +14,17 @@
 namespace blip2::testing {
 namespace {
 
-bool HasBpeTokenizer(const FixtureModel& m) {
+bool HasTokenizer(const FixtureModel& m, const std::string& type) {
   auto text = common::ReadFile(m.dir + "/tokenizer.json");
   if (!text.ok()) return false;
   const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  return j.is_object() && j.contains("model") && j["model"].value("type", "") == "BPE";
+  return j.is_object() && j.contains("model") && j["model"].value("type", "") == type;
 }
 
 TEST_CASE("parity: byte-level BPE tokenizer ids and decoded text match transformers") {
   int checked = 0;
   for (const FixtureModel& m : DiscoverModels(FixturesDir())) {
-    if (!HasBpeTokenizer(m) || !m.reference.contains("tokenizer")) continue;
+    if (!HasTokenizer(m, "BPE") || !m.reference.contains("tokenizer")) continue;
     auto tok = engine::BpeTokenizer::Load(m.dir);
     INFO(m.name << ": " << tok.status().ToString());
     REQUIRE(tok.ok());
@@ -45,6 +46,39 @@ TEST_CASE("parity: byte-level BPE tokenizer ids and decoded text match transform
     }
   }
   CHECK(checked > 0);
+}
+
+TEST_CASE("parity: SentencePiece unigram tokenizer ids and decoded text match transformers") {
+  int checked = 0;
+  for (const FixtureModel& m : DiscoverModels(FixturesDir())) {
+    if (!HasTokenizer(m, "Unigram") || !m.reference.contains("tokenizer")) continue;
+    auto tok = engine::UnigramTokenizer::Load(m.dir);
+    INFO(m.name << ": " << tok.status().ToString());
+    REQUIRE(tok.ok());
+    for (const auto& [text, expected] : m.reference["tokenizer"].items()) {
+      INFO(m.name << ": \"" << text << "\"");
+      auto ids = (*tok)->Encode(text);
+      REQUIRE(ids.ok());
+      CHECK(*ids == expected["ids"].get<std::vector<int64_t>>());
+      auto decoded = (*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), /*skip_special_tokens=*/true);
+      REQUIRE(decoded.ok());
+      CHECK(*decoded == expected["decoded_skip_special"].get<std::string>());
+      ++checked;
+    }
+  }
+  CHECK(checked > 0);
+}
+
+TEST_CASE("unigram tokenizer: bad files name the problem") {
+  CHECK(absl::IsNotFound(engine::UnigramTokenizer::Load("/nonexistent").status()));
+  CHECK_THAT(engine::UnigramTokenizer::FromJson("{}", "t.json").status().ToString(),
+             Catch::Contains("t.json: not a tokenizer.json"));
+  CHECK_THAT(engine::UnigramTokenizer::FromJson(R"({"model": {"type": "BPE"}})", "t.json").status().ToString(),
+             Catch::Contains("model.type is not \"Unigram\""));
+  CHECK_THAT(engine::UnigramTokenizer::FromJson(R"({"model": {"type": "Unigram", "vocab": [["a"]]}})", "t.json")
+                 .status()
+                 .ToString(),
+             Catch::Contains("[piece, score]"));
 }
 
 }  // namespace
