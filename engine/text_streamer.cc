@@ -10,7 +10,7 @@ size_t FindStop(const std::string& text, const std::vector<std::string>& stops) 
   return first;
 }
 
-TextStreamer::TextStreamer(const BpeTokenizer& tok, std::vector<std::string> stops, TextPieceSink sink)
+TextStreamer::TextStreamer(const Tokenizer& tok, std::vector<std::string> stops, TextPieceSink sink)
     : decoder_(tok, /*skip_special_tokens=*/true), stops_(std::move(stops)), sink_(std::move(sink)) {
   for (const auto& s : stops_) hold_ = std::max(hold_, s.size() - 1);
 }

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/stream_decoder.h"
 
 namespace blip2::engine {
@@ -20,7 +20,7 @@ size_t FindStop(const std::string& text, const std::vector<std::string>& stops);
 class TextStreamer {
  public:
   // `sink` may be empty (stop strings are still detected).
-  TextStreamer(const BpeTokenizer& tok, std::vector<std::string> stops, TextPieceSink sink);
+  TextStreamer(const Tokenizer& tok, std::vector<std::string> stops, TextPieceSink sink);
 
   // Adds a token (not a stop id). Returns true when a stop string has appeared.
   bool Push(int64_t token);

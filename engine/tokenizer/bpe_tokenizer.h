@@ -14,11 +14,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer.h"
 #include <nlohmann/json_fwd.hpp>
 
 namespace blip2::engine {
 
-class BpeTokenizer {
+class BpeTokenizer : public Tokenizer {
  public:
   // INVALID_ARGUMENT naming the file and field for unsupported or malformed
   // files (an unknown model type, missing merges, an unknown pre-tokenizer).
@@ -28,20 +29,25 @@ class BpeTokenizer {
 
   // INVALID_ARGUMENT when `text` is not valid UTF-8. `add_special_tokens` applies
   // the post-processor (OPT: a leading `</s>`).
-  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special_tokens = true) const;
+  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special_tokens) const;
+  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const override { return Encode(text, true); }
 
   // INVALID_ARGUMENT naming the id when one is outside the vocabulary.
-  absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
+  absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const override;
 
   // The raw bytes one token contributes to decoded text (empty for a skipped
   // special token); decoding is this, concatenated, then Utf8Lossy.
   absl::StatusOr<std::string> TokenBytes(int64_t id, bool skip_special_tokens) const;
+  // Byte-level BPE has no word-initial special case: `first` changes nothing.
+  absl::StatusOr<std::string> TokenBytes(int64_t id, bool skip_special_tokens, bool first) const override {
+    return TokenBytes(id, skip_special_tokens);
+  }
 
   // -1 when the token does not exist.
   int64_t TokenToId(const std::string& token) const;
-  bool IsSpecial(int64_t id) const;
+  bool IsSpecial(int64_t id) const override;
   // One past the largest id (model vocabulary and added tokens).
-  int64_t vocab_size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
 
  private:
   struct AddedToken {

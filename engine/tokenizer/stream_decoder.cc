@@ -6,7 +6,8 @@
 namespace blip2::engine {
 
 absl::StatusOr<std::string> StreamDecoder::Push(int64_t id) {
-  ASSIGN_OR_RETURN(std::string bytes, tokenizer_.TokenBytes(id, skip_special_tokens_));
+  ASSIGN_OR_RETURN(std::string bytes, tokenizer_.TokenBytes(id, skip_special_tokens_, first_));
+  if (!(skip_special_tokens_ && tokenizer_.IsSpecial(id))) first_ = false;
   pending_ += bytes;
   // Hold back a trailing, still-valid start of a character; everything before
   // it decodes the same whatever follows.

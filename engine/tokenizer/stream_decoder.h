@@ -1,5 +1,5 @@
 // Incremental detokenization for streaming: text is released only once its
-// UTF-8 is complete, and the pieces concatenated equal BpeTokenizer::Decode of
+// UTF-8 is complete, and the pieces concatenated equal Tokenizer::Decode of
 // all the ids. One instance per sequence; not thread-safe.
 #pragma once
 
@@ -7,13 +7,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace blip2::engine {
 
 class StreamDecoder {
  public:
-  StreamDecoder(const BpeTokenizer& tokenizer, bool skip_special_tokens)
+  StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
       : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
   // The text completed by this token (often all of it, sometimes nothing while
@@ -23,7 +23,8 @@ class StreamDecoder {
   std::string Finish();
 
  private:
-  const BpeTokenizer& tokenizer_;
+  const Tokenizer& tokenizer_;
+  bool first_ = true;  // no token decoded yet
   bool skip_special_tokens_;
   std::string pending_;  // bytes of an unfinished character
 };

@@ -180,7 +180,8 @@ void UnigramTokenizer::EncodeWord(const std::string& word, std::vector<int64_t>*
   }
 }
 
-absl::StatusOr<std::vector<int64_t>> UnigramTokenizer::Encode(const std::string& text) const {
+absl::StatusOr<std::vector<int64_t>> UnigramTokenizer::Encode(std::string_view text_view) const {
+  const std::string text(text_view);
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
   std::vector<int64_t> ids;
   // Added tokens are matched in the raw text; the pieces between go through
@@ -236,17 +237,23 @@ absl::StatusOr<std::vector<int64_t>> UnigramTokenizer::Encode(const std::string&
   return ids;
 }
 
+absl::StatusOr<std::string> UnigramTokenizer::TokenBytes(int64_t id, bool skip_special_tokens, bool first) const {
+  if (id < 0 || id >= vocab_size()) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is out of range"));
+  if (skip_special_tokens && special_[id]) return std::string();
+  std::string piece = pieces_[id];
+  for (size_t p = piece.find(kSpace); p != std::string::npos; p = piece.find(kSpace, p + 1)) piece.replace(p, 3, " ");
+  if (first && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);  // the prefix of the first word
+  return piece;
+}
+
 absl::StatusOr<std::string> UnigramTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   std::string out;
   bool first = true;
   for (int64_t id : ids) {
-    if (id < 0 || id >= vocab_size()) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is out of range"));
-    if (skip_special_tokens && special_[id]) continue;
-    std::string piece = pieces_[id];
-    for (size_t p = piece.find(kSpace); p != std::string::npos; p = piece.find(kSpace, p + 1)) piece.replace(p, 3, " ");
-    if (first && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);  // the prefix of the first word
-    first = false;
-    out += piece;
+    auto bytes = TokenBytes(id, skip_special_tokens, first);
+    if (!bytes.ok()) return bytes.status();
+    out += *bytes;
+    if (!(skip_special_tokens && special_[id])) first = false;
   }
   return out;
 }

@@ -13,10 +13,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace blip2::engine {
 
-class UnigramTokenizer {
+class UnigramTokenizer : public Tokenizer {
  public:
   // `model_dir`/tokenizer.json; NOT_FOUND names the file when it is missing.
   static absl::StatusOr<std::unique_ptr<UnigramTokenizer>> Load(const std::string& model_dir);
@@ -25,11 +26,13 @@ class UnigramTokenizer {
                                                                     const std::string& file);
 
   // Ids as transformers encodes `text`, "</s>" last.
-  absl::StatusOr<std::vector<int64_t>> Encode(const std::string& text) const;
+  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const override;
   // Text of `ids`; special tokens (pad, </s>, unk, ...) left out when asked.
-  absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
-
-  int64_t vocab_size() const { return static_cast<int64_t>(pieces_.size()); }
+  absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const override;
+  // "▁" becomes a space; the first decoded token drops its leading one.
+  absl::StatusOr<std::string> TokenBytes(int64_t id, bool skip_special_tokens, bool first) const override;
+  bool IsSpecial(int64_t id) const override { return id >= 0 && id < vocab_size() && special_[id]; }
+  int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
 
  private:
   UnigramTokenizer() = default;

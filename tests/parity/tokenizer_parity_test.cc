@@ -63,6 +63,14 @@ TEST_CASE("parity: SentencePiece unigram tokenizer ids and decoded text match tr
       auto decoded = (*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), /*skip_special_tokens=*/true);
       REQUIRE(decoded.ok());
       CHECK(*decoded == expected["decoded_skip_special"].get<std::string>());
+      // Streaming gives the same text, with and without special tokens.
+      for (const bool skip : {true, false}) {
+        engine::StreamDecoder stream(**tok, skip);
+        std::string streamed;
+        for (int64_t id : expected["ids"].get<std::vector<int64_t>>()) streamed += *stream.Push(id);
+        streamed += stream.Finish();
+        CHECK(streamed == *(*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), skip));
+      }
       ++checked;
     }
   }

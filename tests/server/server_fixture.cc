@@ -125,9 +125,13 @@ double TestServer::Metric(const std::string& series) const {
 }
 
 double TestServer::WaitForMetric(const std::string& series, double want) const {
+  return WaitForMetric(series, [want](double v) { return v == want; });
+}
+
+double TestServer::WaitForMetric(const std::string& series, const std::function<bool(double)>& done) const {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   double value = Metric(series);
-  while (value != want && std::chrono::steady_clock::now() < until) {
+  while (!done(value) && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     value = Metric(series);
   }

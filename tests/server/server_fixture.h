@@ -2,6 +2,7 @@
 // server tests.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,8 @@ class TestServer {
   double Metric(const std::string& series) const;
   // Polls Metric until `want` or 10 s; returns the last value.
   double WaitForMetric(const std::string& series, double want) const;
+  // Polls Metric until `done(value)` or 10 s; returns the last value.
+  double WaitForMetric(const std::string& series, const std::function<bool(double)>& done) const;
 
  private:
   std::unique_ptr<server::Blip2Server> server_;
