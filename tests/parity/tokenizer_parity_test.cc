@@ -21,6 +21,31 @@ bool HasTokenizer(const FixtureModel& m, const std::string& type) {
   return j.is_object() && j.contains("model") && j["model"].value("type", "") == type;
 }
 
+// Every string of the model's "tokenizer" table: ids, decoded text, and the
+// streamed text (with and without special tokens) equal to Decode.
+int CheckTokenizer(const FixtureModel& m, const engine::Tokenizer& tok) {
+  int checked = 0;
+  for (const auto& [text, expected] : m.reference["tokenizer"].items()) {
+    INFO(m.name << ": \"" << text << "\"");
+    const std::vector<int64_t> want = expected["ids"].get<std::vector<int64_t>>();
+    auto ids = tok.Encode(text);
+    REQUIRE(ids.ok());
+    CHECK(*ids == want);
+    auto decoded = tok.Decode(want, /*skip_special_tokens=*/true);
+    REQUIRE(decoded.ok());
+    CHECK(*decoded == expected["decoded_skip_special"].get<std::string>());
+    for (const bool skip : {true, false}) {
+      engine::StreamDecoder stream(tok, skip);
+      std::string streamed;
+      for (int64_t id : want) streamed += *stream.Push(id);
+      streamed += stream.Finish();
+      CHECK(streamed == *tok.Decode(want, skip));
+    }
+    ++checked;
+  }
+  return checked;
+}
+
 TEST_CASE("parity: byte-level BPE tokenizer ids and decoded text match transformers") {
   int checked = 0;
   for (const FixtureModel& m : DiscoverModels(FixturesDir())) {
@@ -28,22 +53,7 @@ TEST_CASE("parity: byte-level BPE tokenizer ids and decoded text match transform
     auto tok = engine::BpeTokenizer::Load(m.dir);
     INFO(m.name << ": " << tok.status().ToString());
     REQUIRE(tok.ok());
-    for (const auto& [text, expected] : m.reference["tokenizer"].items()) {
-      INFO(m.name << ": \"" << text << "\"");
-      auto ids = (*tok)->Encode(text);
-      REQUIRE(ids.ok());
-      CHECK(*ids == expected["ids"].get<std::vector<int64_t>>());
-      auto decoded = (*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), /*skip_special_tokens=*/true);
-      REQUIRE(decoded.ok());
-      CHECK(*decoded == expected["decoded_skip_special"].get<std::string>());
-      // Streaming gives the same text, piece by piece.
-      engine::StreamDecoder stream(**tok, /*skip_special_tokens=*/true);
-      std::string streamed;
-      for (int64_t id : expected["ids"].get<std::vector<int64_t>>()) streamed += *stream.Push(id);
-      streamed += stream.Finish();
-      CHECK(streamed == *decoded);
-      ++checked;
-    }
+    checked += CheckTokenizer(m, **tok);
   }
   CHECK(checked > 0);
 }
@@ -55,24 +65,7 @@ TEST_CASE("parity: SentencePiece unigram tokenizer ids and decoded text match tr
     auto tok = engine::UnigramTokenizer::Load(m.dir);
     INFO(m.name << ": " << tok.status().ToString());
     REQUIRE(tok.ok());
-    for (const auto& [text, expected] : m.reference["tokenizer"].items()) {
-      INFO(m.name << ": \"" << text << "\"");
-      auto ids = (*tok)->Encode(text);
-      REQUIRE(ids.ok());
-      CHECK(*ids == expected["ids"].get<std::vector<int64_t>>());
-      auto decoded = (*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), /*skip_special_tokens=*/true);
-      REQUIRE(decoded.ok());
-      CHECK(*decoded == expected["decoded_skip_special"].get<std::string>());
-      // Streaming gives the same text, with and without special tokens.
-      for (const bool skip : {true, false}) {
-        engine::StreamDecoder stream(**tok, skip);
-        std::string streamed;
-        for (int64_t id : expected["ids"].get<std::vector<int64_t>>()) streamed += *stream.Push(id);
-        streamed += stream.Finish();
-        CHECK(streamed == *(*tok)->Decode(expected["ids"].get<std::vector<int64_t>>(), skip));
-      }
-      ++checked;
-    }
+    checked += CheckTokenizer(m, **tok);
   }
   CHECK(checked > 0);
 }
