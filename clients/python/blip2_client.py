@@ -33,18 +33,24 @@ def load_stubs(path):
     return sys.modules["blip2_pb2"], sys.modules["blip2_pb2_grpc"]
 
 
+OPTION_FLAGS = {  # DecodingOptions field -> type; each is a --flag-with-dashes
+    "max_new_tokens": int, "min_new_tokens": int, "num_beams": int, "length_penalty": float,
+    "num_return_sequences": int, "temperature": float, "top_k": int, "top_p": float,
+    "repetition_penalty": float, "no_repeat_ngram_size": int, "seed": int,
+}
+EARLY_STOPPING = {"true": "EARLY_STOPPING_TRUE", "false": "EARLY_STOPPING_FALSE", "never": "EARLY_STOPPING_NEVER"}
+
+
 def decoding_options(pb, args):
     options = pb.DecodingOptions()
-    if args.max_new_tokens is not None:
-        options.max_new_tokens = args.max_new_tokens
-    if args.num_beams is not None:
-        options.num_beams = args.num_beams
-    if args.temperature is not None:
-        options.temperature = args.temperature
-    if args.top_p is not None:
-        options.top_p = args.top_p
-    if args.seed is not None:
-        options.seed = args.seed
+    for field in OPTION_FLAGS:
+        value = getattr(args, field)
+        if value is not None:
+            setattr(options, field, value)
+    if args.do_sample:
+        options.do_sample = True
+    if args.early_stopping is not None:
+        options.early_stopping = pb.DecodingOptions.EarlyStopping.Value(EARLY_STOPPING[args.early_stopping])
     options.stop.extend(args.stop or [])
     return options
 
@@ -59,11 +65,10 @@ def main():
     parser.add_argument("--target", default=os.environ.get("BLIP2_TARGET", "127.0.0.1:50051"))
     parser.add_argument("--stubs", default=os.environ.get("BLIP2_PY_STUBS", DEFAULT_STUBS))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
-    parser.add_argument("--max-new-tokens", type=int)
-    parser.add_argument("--num-beams", type=int)
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--seed", type=int)
+    for field, kind in OPTION_FLAGS.items():
+        parser.add_argument("--" + field.replace("_", "-"), type=kind)
+    parser.add_argument("--do-sample", action="store_true")
+    parser.add_argument("--early-stopping", choices=sorted(EARLY_STOPPING))
     parser.add_argument("--stop", action="append")
     sub = parser.add_subparsers(dest="call", required=True)
     sub.add_parser("caption").add_argument("image")

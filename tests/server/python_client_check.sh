@@ -11,3 +11,11 @@ echo "python: $(printf %q "$py")"
 [ -n "$py" ] && [ "$py" == "$cpp" ] && [ "$py" == "$local_text" ]
 batch=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --max-new-tokens 4 batch "$image" "$image")
 [ "$(printf '%s\n' "$batch" | wc -l)" -eq 2 ]
+# Decoding options reach the server the same way from both clients.
+opts=(--num-beams 3 --num-return-sequences 2 --max-new-tokens 6 --repetition-penalty 1.3)
+py_beams=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --target "$BLIP2_TARGET" "${opts[@]}" caption "$image")
+cpp_beams=$("$blip2" client caption --target "$BLIP2_TARGET" --image "$image" "${opts[@]}")
+[ "$(printf '%s\n' "$py_beams" | wc -l)" -eq 2 ] && [ "$py_beams" == "$cpp_beams" ]
+# A bad option is refused with the field named.
+! err=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --target "$BLIP2_TARGET" --top-p 1.5 caption "$image" 2>&1)
+grep -q "INVALID_ARGUMENT: options.top_p" <<<"$err"
