@@ -112,18 +112,22 @@ at::Tensor T5Model::PositionBias(const at::Tensor& table, int64_t queries, int64
   return table.index_select(0, index).view({queries, keys, -1}).permute({2, 0, 1});  // [H, q, k]
 }
 
-at::Tensor T5Model::Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory,
-                           const at::Tensor& bias) const {
-  const int64_t heads = config_.num_heads, head_dim = config_.d_kv;
-  const at::Tensor q = a.q(x).view({-1, heads, head_dim}).transpose(0, 1);       // [H, q, hd]
-  const at::Tensor k = a.k(memory).view({-1, heads, head_dim}).transpose(0, 1);  // [H, k, hd]
-  const at::Tensor v = a.v(memory).view({-1, heads, head_dim}).transpose(0, 1);
+at::Tensor T5Model::Heads(const Linear& proj, const at::Tensor& x) const {
+  return proj(x).view({-1, config_.num_heads, config_.d_kv}).transpose(0, 1);
+}
+
+at::Tensor T5Model::AttendHeads(const Attention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& bias) const {
   // No 1/sqrt(d) scaling in T5; the softmax runs in float32.
   at::Tensor scores = at::matmul(q, k.transpose(1, 2));
   if (bias.defined()) scores = scores + bias;
   const at::Tensor weights = at::softmax(scores.to(at::kFloat), -1).to(scores.scalar_type());
-  const at::Tensor out = at::matmul(weights, v).transpose(0, 1).reshape({-1, heads * head_dim});
-  return a.o(out);
+  return a.o(at::matmul(weights, v).transpose(0, 1).reshape({-1, config_.num_heads * config_.d_kv}));
+}
+
+at::Tensor T5Model::Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory,
+                           const at::Tensor& bias) const {
+  return AttendHeads(a, Heads(a.q, x), Heads(a.k, memory), Heads(a.v, memory), bias);
 }
 
 at::Tensor T5Model::Feed(const FeedForward& f, const at::Tensor& x) const {
@@ -166,9 +170,45 @@ at::Tensor T5Model::Decode(const at::Tensor& encoder_states, const std::vector<i
     h = h + Attend(b.cross_attention, RmsNorm(h, b.cross_norm), encoder_states, at::Tensor());
     h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
   }
+  return Head(h);
+}
+
+at::Tensor T5Model::Head(at::Tensor h) const {
   h = RmsNorm(h, decoder_norm_);
   if (config_.scale_decoder_outputs) h = h * std::pow(static_cast<double>(config_.d_model), -0.5);
   return at::linear(h, lm_head_).to(at::kFloat);
+}
+
+T5Model::DecodeState T5Model::StartDecoding(const at::Tensor& encoder_states) const {
+  DecodeState state;
+  for (const Block& b : decoder_) {
+    state.cross_k.push_back(Heads(b.cross_attention.k, encoder_states));
+    state.cross_v.push_back(Heads(b.cross_attention.v, encoder_states));
+    state.self_k.emplace_back();
+    state.self_v.emplace_back();
+  }
+  return state;
+}
+
+at::Tensor T5Model::DecodeStep(DecodeState& state, int64_t token) const {
+  const int64_t pos = state.length;
+  at::Tensor h = shared_.index_select(0, at::tensor(std::vector<int64_t>{token}, at::kLong).to(device()));
+  // The new token's row of the causal bias: keys 0..pos, all visible.
+  const at::Tensor bias = PositionBias(decoder_bias_table_, pos + 1, pos + 1, /*bidirectional=*/false)
+                              .narrow(1, pos, 1);  // [H, 1, pos + 1]
+  for (size_t l = 0; l < decoder_.size(); ++l) {
+    const Block& b = decoder_[l];
+    const at::Tensor x = RmsNorm(h, b.self_norm);
+    const at::Tensor k = Heads(b.self_attention.k, x), v = Heads(b.self_attention.v, x);
+    state.self_k[l] = state.self_k[l].defined() ? at::cat({state.self_k[l], k}, 1) : k;
+    state.self_v[l] = state.self_v[l].defined() ? at::cat({state.self_v[l], v}, 1) : v;
+    h = h + AttendHeads(b.self_attention, Heads(b.self_attention.q, x), state.self_k[l], state.self_v[l], bias);
+    h = h + AttendHeads(b.cross_attention, Heads(b.cross_attention.q, RmsNorm(h, b.cross_norm)), state.cross_k[l],
+                        state.cross_v[l], at::Tensor());
+    h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
+  }
+  ++state.length;
+  return Head(h)[0];
 }
 
 }  // namespace blip2::engine

@@ -35,6 +35,19 @@ class T5Model {
   // with decoder_start_token_id), attending to `encoder_states`.
   at::Tensor Decode(const at::Tensor& encoder_states, const std::vector<int64_t>& decoder_ids) const;
 
+  // Incremental decoding of one sequence: the cross-attention keys and values
+  // are computed once from the encoder states, the self-attention ones grow by
+  // one token per step.
+  struct DecodeState {
+    std::vector<at::Tensor> self_k, self_v;    // per layer [H, t, hd]
+    std::vector<at::Tensor> cross_k, cross_v;  // per layer [H, L, hd]
+    int64_t length = 0;                        // tokens decoded so far
+  };
+  DecodeState StartDecoding(const at::Tensor& encoder_states) const;
+  // float32 logits [vocab] after `token` (the first call takes
+  // decoder_start_token_id); the same numbers as Decode's last row.
+  at::Tensor DecodeStep(DecodeState& state, int64_t token) const;
+
   const T5Config& config() const { return config_; }
   at::Device device() const { return shared_.device(); }
 
@@ -56,6 +69,11 @@ class T5Model {
   at::Tensor PositionBias(const at::Tensor& table, int64_t queries, int64_t keys, bool bidirectional) const;
   at::Tensor Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& bias) const;
   at::Tensor Feed(const FeedForward& f, const at::Tensor& x) const;
+  // Attention of queries [H, q, hd] over keys and values [H, k, hd].
+  at::Tensor AttendHeads(const Attention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& bias) const;
+  at::Tensor Heads(const Linear& proj, const at::Tensor& x) const;  // [T, d] -> [H, T, hd]
+  at::Tensor Head(at::Tensor h) const;  // final norm, scaling, lm_head: float32 logits
 
   T5Config config_;
   std::optional<int64_t> image_token_index_;

@@ -54,6 +54,13 @@ TEST_CASE("parity: T5 decoder logits, step logits and greedy generation match tr
       if (fm.HasTensor(steps_key)) {
         const int64_t steps = fm.Shape(steps_key)[0];
         CheckTensor(fm, steps_key, ToHost(logits.narrow(0, 0, steps)));
+        // The same steps through the incremental path (self-attention cache,
+        // cross-attention keys computed once).
+        engine::T5Model::DecodeState state = t5->StartDecoding(encoded);
+        std::vector<at::Tensor> incremental;
+        for (int64_t i = 0; i < steps; ++i) incremental.push_back(t5->DecodeStep(state, decoder_ids[i]));
+        CheckTensor(fm, steps_key, ToHost(at::stack(incremental)));
+        CHECK(at::allclose(at::stack(incremental), logits.narrow(0, 0, steps), 1e-5, 1e-5));
       }
       // Greedy by full recomputation, as transformers' generate (which stops at </s>).
       if (c.contains("generate_greedy_raw")) {
