@@ -126,7 +126,7 @@ nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t ne
 // cache state after each fifth. A leak shows as growth between checkpoints
 // once the caches are full.
 nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, int total, int window,
-                       int64_t new_tokens) {
+                       int64_t new_tokens, int64_t block_size) {
   const auto shape = engine.pixel_shape();
   const at::Device device = engine::ParseDevice(device_name).value_or(at::Device(at::kCPU));
   std::vector<std::shared_ptr<server::WaitingSink>> sinks(total);
@@ -163,7 +163,6 @@ nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, i
   const engine::EngineStats st = engine.Stats();
   // Concurrent captions the KV cache holds: query tokens + BOS + new tokens each.
   const int64_t per_caption = static_cast<int64_t>(engine.spec().processor_num_query_tokens) + 1 + new_tokens;
-  const int64_t block_size = engine::EngineConfig().kv_block_size;
   const int64_t blocks_per_caption = (per_caption + block_size - 1) / block_size;
   return {{"requests", total}, {"concurrent", window}, {"new_tokens", new_tokens}, {"seconds", SecondsSince(start)},
           {"kv_blocks_total", st.kv_blocks_total}, {"kv_capacity_concurrent_captions", st.kv_blocks_total / blocks_per_caption},
@@ -201,7 +200,7 @@ int Main(int argc, char** argv) {
       }
       if (flags->Has("soak")) {
         const int soak = static_cast<int>(flags->GetInt("soak", 5000).value_or(5000));
-        report["soak"] = RunSoak(**engine, flags->Get("device", "cpu"), soak, 64, new_tokens);
+        report["soak"] = RunSoak(**engine, flags->Get("device", "cpu"), soak, 64, new_tokens, config.kv_block_size);
       }
     };
     if (flags->Has("synthetic")) {

@@ -20,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "benchmarks/test_jpeg.h"
@@ -113,11 +114,7 @@ class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
         results_->latency_ms.push_back(Seconds(start_, Clock::now()) * 1e3);
         results_->itl_ms.insert(results_->itl_ms.end(), itl_ms_.begin(), itl_ms_.end());
       } else {
-        static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-        ++results_->errors[kNames[std::clamp(static_cast<int>(status.error_code()), 0, 16)]];
+        ++results_->errors[absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))];
       }
       results_->done_cv.notify_all();  // under the lock: `results_` may be gone right after
     }

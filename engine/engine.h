@@ -55,7 +55,7 @@ struct EngineRequest {
   int priority = 0;  // lower runs first
   std::optional<std::chrono::steady_clock::time_point> deadline;
   // Instead of pixels: an image registered with RegisterImage.
-  std::optional<uint64_t> image_key;
+  std::optional<uint64_t> image_key = std::nullopt;
 };
 
 struct Usage {

@@ -100,11 +100,12 @@ at::Tensor T5Model::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const
   return weight * normed.to(weight.scalar_type());
 }
 
-at::Tensor T5Model::PositionBias(const at::Tensor& table, int64_t queries, int64_t keys, bool bidirectional) const {
+at::Tensor T5Model::PositionBias(const at::Tensor& table, int64_t first_query, int64_t queries, int64_t keys,
+                                 bool bidirectional) const {
   std::vector<int64_t> buckets(queries * keys);
   for (int64_t q = 0; q < queries; ++q) {
     for (int64_t k = 0; k < keys; ++k) {
-      buckets[q * keys + k] = Bucket(k - q, bidirectional, config_.relative_attention_num_buckets,
+      buckets[q * keys + k] = Bucket(k - (first_query + q), bidirectional, config_.relative_attention_num_buckets,
                                      config_.relative_attention_max_distance);
     }
   }
@@ -148,7 +149,7 @@ at::Tensor T5Model::Encode(const at::Tensor& image_embeds, const std::vector<int
     h.index_copy_(0, at::tensor(rows, at::kLong).to(dev), image_embeds.to(dtype_));
   }
   const int64_t n = h.size(0);
-  const at::Tensor bias = PositionBias(encoder_bias_table_, n, n, /*bidirectional=*/true);
+  const at::Tensor bias = PositionBias(encoder_bias_table_, 0, n, n, /*bidirectional=*/true);
   for (const Block& b : encoder_) {
     h = h + Attend(b.self_attention, RmsNorm(h, b.self_norm), RmsNorm(h, b.self_norm), bias);
     h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
@@ -162,7 +163,7 @@ at::Tensor T5Model::Decode(const at::Tensor& encoder_states, const std::vector<i
   const int64_t n = h.size(0);
   // Causal: a query sees keys up to itself.
   const at::Tensor causal = at::ones({n, n}, at::TensorOptions().dtype(at::kBool).device(dev)).triu(1);
-  at::Tensor bias = PositionBias(decoder_bias_table_, n, n, /*bidirectional=*/false);
+  at::Tensor bias = PositionBias(decoder_bias_table_, 0, n, n, /*bidirectional=*/false);
   bias = bias.masked_fill(causal, std::numeric_limits<float>::lowest());
   for (const Block& b : decoder_) {
     const at::Tensor x = RmsNorm(h, b.self_norm);
@@ -194,8 +195,7 @@ at::Tensor T5Model::DecodeStep(DecodeState& state, int64_t token) const {
   const int64_t pos = state.length;
   at::Tensor h = shared_.index_select(0, at::tensor(std::vector<int64_t>{token}, at::kLong).to(device()));
   // The new token's row of the causal bias: keys 0..pos, all visible.
-  const at::Tensor bias = PositionBias(decoder_bias_table_, pos + 1, pos + 1, /*bidirectional=*/false)
-                              .narrow(1, pos, 1);  // [H, 1, pos + 1]
+  const at::Tensor bias = PositionBias(decoder_bias_table_, pos, 1, pos + 1, /*bidirectional=*/false);
   for (size_t l = 0; l < decoder_.size(); ++l) {
     const Block& b = decoder_[l];
     const at::Tensor x = RmsNorm(h, b.self_norm);

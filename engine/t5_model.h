@@ -66,7 +66,9 @@ class T5Model {
   };
 
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
-  at::Tensor PositionBias(const at::Tensor& table, int64_t queries, int64_t keys, bool bidirectional) const;
+  // [H, queries, keys] for query positions first_query.. and key positions 0..
+  at::Tensor PositionBias(const at::Tensor& table, int64_t first_query, int64_t queries, int64_t keys,
+                          bool bidirectional) const;
   at::Tensor Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& bias) const;
   at::Tensor Feed(const FeedForward& f, const at::Tensor& x) const;
   // Attention of queries [H, q, hd] over keys and values [H, k, hd].

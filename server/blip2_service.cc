@@ -8,6 +8,7 @@
 #include "engine/generation_params.h"
 #include "server/api_convert.h"
 #include "server/engine_job.h"
+#include "server/image_decoder.h"
 #include "server/stream_reactor.h"
 #include "server/version.h"
 
@@ -210,7 +211,8 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
     if (admitted.ok() && request.data().empty()) admitted = absl::InvalidArgumentError("data is empty");
     if (!admitted.ok()) return call->End(admitted);
     core->pool.Post([call, core, data = request.data()] {
-      auto pixels = ImagePixels(*core, data, "data");
+      auto pixels = DecodeToPixels(data, DecodeLimits{core->cfg.max_image_pixels()},
+                                   core->engine->spec().image_processor, "data");
       if (!pixels.ok()) return call->End(pixels.status());
       call->key_ = engine::ImageContentKey(*pixels);  // before the engine can finish the registration
       auto key = core->engine->RegisterImage(std::move(*pixels), call);

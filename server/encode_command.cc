@@ -65,9 +65,7 @@ int RunEncode(const std::vector<std::string>& args) {
   for (const std::string& path : images) {
     auto bytes = common::ReadFile(path);
     if (!bytes.ok()) return Fail(bytes.status());
-    auto rgb = DecodeImage(*bytes, limits);
-    if (!rgb.ok()) return Fail(absl::Status(rgb.status().code(), path + ": " + std::string(rgb.status().message())));
-    auto values = engine::PreprocessImage(*rgb, (*encoder)->spec().image_processor);
+    auto values = DecodeToPixels(*bytes, limits, (*encoder)->spec().image_processor, path);
     if (!values.ok()) return Fail(values.status());
     pixels.push_back(std::move(*values));
   }

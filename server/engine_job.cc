@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "engine/image_preprocessor.h"
 #include "server/api_convert.h"
 #include "server/image_decoder.h"
 
@@ -16,13 +15,6 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
 }
 
 }  // namespace
-
-absl::StatusOr<std::vector<float>> ImagePixels(const ServiceCore& core, const std::string& bytes,
-                                               const std::string& field) {
-  auto rgb = DecodeImage(bytes, DecodeLimits{core.cfg.max_image_pixels()});
-  if (!rgb.ok()) return absl::Status(rgb.status().code(), absl::StrCat(field, ": ", rgb.status().message()));
-  return engine::PreprocessImage(*rgb, core.engine->spec().image_processor);
-}
 
 std::shared_ptr<EngineJob> EngineJob::Start(ServiceCore* core, JobInput input, JobCallbacks callbacks,
                                             Clock::time_point call_start, std::string request_id) {
@@ -51,7 +43,8 @@ absl::StatusOr<engine::EngineRequest> EngineJob::BuildRequest() const {
   switch (input_.image.source_case()) {
     case v1::Image::kData: {
       if (input_.image.data().empty()) return absl::InvalidArgumentError("image.data is empty");
-      ASSIGN_OR_RETURN(request.pixels, ImagePixels(*core_, input_.image.data(), "image.data"));
+      ASSIGN_OR_RETURN(request.pixels, DecodeToPixels(input_.image.data(), DecodeLimits{core_->cfg.max_image_pixels()},
+                                                      core_->engine->spec().image_processor, "image.data"));
       break;
     }
     case v1::Image::kImageId: {

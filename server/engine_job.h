@@ -69,9 +69,4 @@ class EngineJob : public engine::RequestSink, public std::enable_shared_from_thi
   std::optional<int64_t> engine_id_;
 };
 
-// The decoded, preprocessed pixels of an encoded image, for the engine.
-// INVALID_ARGUMENT prefixed with `field` when it cannot be decoded.
-absl::StatusOr<std::vector<float>> ImagePixels(const ServiceCore& core, const std::string& bytes,
-                                               const std::string& field);
-
 }  // namespace blip2::server

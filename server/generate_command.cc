@@ -32,9 +32,7 @@ absl::StatusOr<std::vector<float>> LoadPixels(const std::string& path, const eng
                                                int64_t max_pixels) {
   auto bytes = common::ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  auto rgb = DecodeImage(*bytes, DecodeLimits{max_pixels});
-  if (!rgb.ok()) return absl::Status(rgb.status().code(), path + ": " + std::string(rgb.status().message()));
-  return engine::PreprocessImage(*rgb, engine.spec().image_processor);
+  return DecodeToPixels(*bytes, DecodeLimits{max_pixels}, engine.spec().image_processor, path);
 }
 
 // One line of --requests: {"image": ..., "prompt"|"question": ..., options as in transformers' generate}.

@@ -89,4 +89,12 @@ absl::StatusOr<engine::RgbImage> DecodeImage(std::string_view bytes, const Decod
   return image;
 }
 
+absl::StatusOr<std::vector<float>> DecodeToPixels(std::string_view bytes, const DecodeLimits& limits,
+                                                  const engine::ImageProcessorConfig& config,
+                                                  const std::string& label) {
+  auto rgb = DecodeImage(bytes, limits);
+  if (!rgb.ok()) return absl::Status(rgb.status().code(), absl::StrCat(label, ": ", rgb.status().message()));
+  return engine::PreprocessImage(*rgb, config);
+}
+
 }  // namespace blip2::server

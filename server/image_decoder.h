@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/image_preprocessor.h"
@@ -20,5 +22,11 @@ struct DecodeLimits {
 // INVALID_ARGUMENT, with a message naming the problem, for empty, unknown,
 // truncated, corrupt, zero-sized or oversized images.
 absl::StatusOr<engine::RgbImage> DecodeImage(std::string_view bytes, const DecodeLimits& limits);
+
+// Decoded, then preprocessed for the model ([C, H, W] floats). Decoding errors
+// start with `label` (a file path or an API field) and a colon.
+absl::StatusOr<std::vector<float>> DecodeToPixels(std::string_view bytes, const DecodeLimits& limits,
+                                                  const engine::ImageProcessorConfig& config,
+                                                  const std::string& label);
 
 }  // namespace blip2::server

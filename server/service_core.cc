@@ -5,18 +5,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace blip2::server {
-namespace {
-
-const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
-}
-
-}  // namespace
 
 CallRecord::CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc)
     : core_(core), ctx_(ctx), rpc_(rpc), start_(Clock::now()) {
@@ -66,7 +54,8 @@ void CallRecord::Finished(const grpc::Status& status, int64_t generated_tokens) 
   if (finished_) return;
   finished_ = true;
   const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  const char* code = CodeName(status.error_code());
+  // absl and gRPC share the canonical codes and their names.
+  const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
   core_->metrics->requests.Add({rpc_, code});
   core_->metrics->request_duration.Observe({rpc_}, seconds);
   // The access log: one line per call.

@@ -15,26 +15,13 @@
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"
+#include "tests/parity/tensor_helpers.h"
 #include "tests/test_support.h"
 
 namespace blip2::testing {
 namespace {
 
 using nlohmann::json;
-
-std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
-  for (const FixtureModel& m : all) {
-    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
-  }
-  FAIL("no fixture has pixel_values." << image);
-  return {};
-}
-
-engine::HostTensor ToHost(const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
-  return {std::vector<int64_t>(c.sizes().begin(), c.sizes().end()),
-          std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
-}
 
 // transformers' generate kwargs as our overrides.
 engine::GenerationOverrides OverridesFromKwargs(const json& kw) {

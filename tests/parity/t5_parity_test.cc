@@ -11,16 +11,11 @@
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"
+#include "tests/parity/tensor_helpers.h"
 #include "tests/test_support.h"
 
 namespace blip2::testing {
 namespace {
-
-engine::HostTensor ToHost(const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
-  return {std::vector<int64_t>(c.sizes().begin(), c.sizes().end()),
-          std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
-}
 
 TEST_CASE("parity: T5 decoder logits, step logits and greedy generation match transformers") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
@@ -37,13 +32,8 @@ TEST_CASE("parity: T5 decoder logits, step logits and greedy generation match tr
     c10::InferenceMode guard;
     for (const auto& [case_name, c] : fm.reference["cases"].items()) {
       INFO(fm.name << " case " << case_name);
-      const std::string image = c["image"].get<std::string>();
-      std::vector<float> pixels;
-      for (const FixtureModel& other : models) {
-        if (other.HasTensor("pixel_values." + image)) pixels = other.Values("pixel_values." + image);
-      }
-      REQUIRE_FALSE(pixels.empty());
-      const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
+      const at::Tensor embeds =
+          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
       const at::Tensor encoded = t5->Encode(embeds, c["input_ids"].get<std::vector<int64_t>>());
       const std::vector<int64_t> decoder_ids = c["decoder_input_ids_for_logits"].get<std::vector<int64_t>>();
       const at::Tensor logits = t5->Decode(encoded, decoder_ids);

@@ -1,0 +1,32 @@
+// Helpers for parity tests that run the model through its internal (ATen)
+// interfaces: reference inputs in, our tensors out to the comparison helpers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "engine/image_encoder.h"
+#include "tests/catch.h"
+#include "tests/parity/fixture_set.h"
+
+namespace blip2::testing {
+
+// The reference pixels of `image` from whichever fixture stores them.
+inline std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
+  for (const FixtureModel& m : all) {
+    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
+  }
+  FAIL("no fixture has pixel_values." << image);
+  return {};
+}
+
+// A tensor as float32 values on the host, for CheckTensor.
+inline engine::HostTensor ToHost(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+  return {std::vector<int64_t>(c.sizes().begin(), c.sizes().end()),
+          std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel())};
+}
+
+}  // namespace blip2::testing
