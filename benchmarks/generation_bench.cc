@@ -62,7 +62,7 @@ RunTimes TimeOne(const engine::Blip2Model& m, const std::vector<float>& pixels, 
     return false;
   };
   const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-  engine::Generate(*m.opt, embeds, ids, p, hooks);
+  engine::Generate(m.decoder(), m.FirstSteps({engine::EncoderInput{ids, embeds}})[0], p, hooks);
   Sync(m);
   t.total_s = SecondsSince(start);
   return t;
@@ -73,24 +73,23 @@ RunTimes TimeOne(const engine::Blip2Model& m, const std::vector<float>& pixels, 
 double TimeBatch(const engine::Blip2Model& m, const std::vector<float>& pixels, const std::vector<int64_t>& ids,
                  int64_t batch, int64_t n) {
   const at::Tensor embeds = m.image_path->Forward(m.PixelBatch(std::vector<std::vector<float>>(batch, pixels))).projected;
-  engine::KvCache cache = m.opt->MakeSlotCache(batch, static_cast<int64_t>(ids.size()) + n);
-  std::vector<engine::DecoderInput> inputs(batch);
-  for (int64_t b = 0; b < batch; ++b) {
-    inputs[b].blocks = cache.SlotBlocks(b);
-    inputs[b].token_ids = ids;
-    inputs[b].image_embeds = embeds[b];
-  }
-  at::Tensor logits = m.opt->Step(inputs, cache);
+  std::vector<engine::EncoderInput> requests;
+  for (int64_t b = 0; b < batch; ++b) requests.push_back({ids, embeds[b]});
+  std::vector<engine::DecoderInput> inputs = m.FirstSteps(requests);  // T5: the encoder runs here
+  const int64_t first_len = static_cast<int64_t>(inputs[0].token_ids.size());
+  engine::KvCache cache = m.decoder().MakeSlotCache(batch, first_len + n);
+  for (int64_t b = 0; b < batch; ++b) inputs[b].blocks = cache.SlotBlocks(b);
+  at::Tensor logits = m.decoder().Step(inputs, cache);
   Sync(m);
   const auto start = Clock::now();
   for (int64_t s = 0; s < n; ++s) {
     const at::Tensor next = logits.argmax(-1).cpu();
     for (int64_t b = 0; b < batch; ++b) {
-      inputs[b].cached = static_cast<int64_t>(ids.size()) + s;
+      inputs[b].cached = first_len + s;
       inputs[b].token_ids = {next[b].item<int64_t>()};
       inputs[b].image_embeds = at::Tensor();
     }
-    if (s + 1 < n) logits = m.opt->Step(inputs, cache);
+    if (s + 1 < n) logits = m.decoder().Step(inputs, cache);
   }
   Sync(m);
   return SecondsSince(start);
@@ -106,9 +105,8 @@ nlohmann::json Measure(const std::string& label, const std::string& dir, const O
   c10::InferenceMode guard;
   const auto& v = m.spec.config.vision;
   const std::vector<float> pixels(v.num_channels * v.image_size * v.image_size, 0.1f);
-  // A caption prompt: the <image> placeholders, then BOS.
-  std::vector<int64_t> ids(m.spec.processor_num_query_tokens, *m.spec.config.image_token_index);
-  ids.push_back(m.spec.config.opt.bos_token_id);
+  // A caption prompt: the <image> placeholders, then the empty prompt's ids.
+  const std::vector<int64_t> ids = *m.InputIds("", 1 << 20, opt.new_tokens);
   const int64_t n = opt.new_tokens;
   TimeOne(m, pixels, ids, 2, 1);  // warm-up
   std::vector<double> ttft, per_token, greedy_total, beam_total, batch_decode;

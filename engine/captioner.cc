@@ -3,13 +3,13 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/blip2_model.h"
 #include "engine/generator.h"
 #include "engine/text_streamer.h"
-#include "engine/tokenizer/unicode.h"
 #include "engine/torch_util.h"
 
 namespace blip2::engine {
@@ -28,7 +28,6 @@ const char* ReasonName(FinishReason r) {
 
 struct Captioner::Impl {
   std::unique_ptr<Blip2Model> model;
-  std::unique_ptr<BpeTokenizer> tokenizer;
   GenerationLimits limits;
 };
 
@@ -40,12 +39,11 @@ absl::StatusOr<std::unique_ptr<Captioner>> Captioner::Load(const EngineOptions& 
   auto impl = std::make_unique<Impl>();
   impl->limits = limits;
   ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
-  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
   return std::unique_ptr<Captioner>(new Captioner(std::move(impl)));
 }
 
 const ModelSpec& Captioner::spec() const { return impl_->model->spec; }
-const BpeTokenizer& Captioner::tokenizer() const { return *impl_->tokenizer; }
+const Tokenizer& Captioner::tokenizer() const { return *impl_->model->tokenizer; }
 
 std::vector<int64_t> Captioner::pixel_shape() const {
   const VisionConfig& v = spec().config.vision;
@@ -53,10 +51,7 @@ std::vector<int64_t> Captioner::pixel_shape() const {
 }
 
 absl::StatusOr<std::vector<int64_t>> Captioner::InputIds(const std::string& prompt) const {
-  ASSIGN_OR_RETURN(std::vector<int64_t> text_ids, impl_->tokenizer->Encode(prompt, /*add_special_tokens=*/true));
-  std::vector<int64_t> ids(spec().processor_num_query_tokens, *spec().config.image_token_index);
-  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
-  return ids;
+  return impl_->model->InputIds(prompt, std::numeric_limits<int64_t>::max(), 0);
 }
 
 absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request, const TextSink& on_text) const {
@@ -67,17 +62,9 @@ absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request,
     return absl::InvalidArgumentError(absl::StrCat("image has ", request.pixels.size(), " pixel values; expected ",
                                                    pixel_shape()[0] * pixel_shape()[1] * pixel_shape()[2]));
   }
-  if (!IsValidUtf8(request.prompt)) return absl::InvalidArgumentError("prompt is not valid UTF-8");
-  ASSIGN_OR_RETURN(std::vector<int64_t> input_ids, InputIds(request.prompt));
-  const int64_t total = static_cast<int64_t>(input_ids.size()) + params.max_new_tokens;
-  const int64_t max_positions = spec().config.opt.max_position_embeddings;
-  if (total > max_positions) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", input_ids.size(), " tokens (", spec().processor_num_query_tokens,
-        " of them image tokens) plus max_new_tokens ", params.max_new_tokens, " exceeds the model's ",
-        max_positions, " positions (max_position_embeddings)"));
-  }
-  const BpeTokenizer& tok = *impl_->tokenizer;
+  ASSIGN_OR_RETURN(std::vector<int64_t> input_ids,
+                   model.InputIds(request.prompt, std::numeric_limits<int64_t>::max(), params.max_new_tokens));
+  const Tokenizer& tok = *model.tokenizer;
   const bool stream = on_text && params.num_beams == 1;
   TextStreamer streamer(tok, params.stop_strings, on_text);
   GenerationHooks hooks;
@@ -93,7 +80,8 @@ absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request,
   try {
     c10::InferenceMode guard;
     const at::Tensor embeds = model.image_path->Forward(model.PixelBatch({request.pixels})).projected[0];
-    hyps = engine::Generate(*model.opt, embeds, input_ids, params, hooks);
+    const DecoderInput first = model.FirstSteps({EncoderInput{input_ids, embeds}})[0];
+    hyps = engine::Generate(model.decoder(), first, params, hooks);
   } catch (const std::exception& e) {
     return StatusFromException(e, "generating");
   }

@@ -1,6 +1,7 @@
-// Captions and answers for one image: the engine's torch-free face for text
-// generation with an OPT checkpoint (image path, tokenizer, KV-cache decoder,
-// every decoding strategy). Callers include only this header.
+// Captions and answers for one image, one request at a time: the torch-free
+// face for text generation with an OPT or Flan-T5 checkpoint (image path,
+// tokenizer, KV-cache decoder, every decoding strategy). Callers include only
+// this header; the serving engine (engine.h) batches the same pieces.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@
 #include "engine/generation_params.h"
 #include "engine/image_encoder.h"
 #include "engine/model_config.h"
-#include "engine/tokenizer/bpe_tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace blip2::engine {
 
@@ -50,15 +51,17 @@ class Captioner {
   ~Captioner();
 
   const ModelSpec& spec() const;
-  const BpeTokenizer& tokenizer() const;
+  const Tokenizer& tokenizer() const;
   std::vector<int64_t> pixel_shape() const;
 
   // The model input for a prompt: num_query_tokens <image> ids, then the
-  // tokenized prompt (BOS first), as Blip2Processor lays it out.
+  // tokenized prompt (OPT: BOS first; T5: </s> last), as Blip2Processor lays
+  // it out (the T5 encoder's input).
   absl::StatusOr<std::vector<int64_t>> InputIds(const std::string& prompt) const;
 
   // INVALID_ARGUMENT for bad options (see ResolveGenerationParams), invalid
-  // UTF-8, or a prompt that with max_new_tokens would pass max_position_embeddings.
+  // UTF-8, or (OPT) a prompt that with max_new_tokens would pass
+  // max_position_embeddings.
   absl::StatusOr<CaptionResult> Generate(const CaptionRequest& request, const TextSink& on_text = nullptr) const;
 
  private:

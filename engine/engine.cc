@@ -40,7 +40,11 @@ struct Active {
   EngineRequest request;
   std::shared_ptr<RequestSink> sink;
   GenerationParams params;
-  std::vector<int64_t> input_ids;
+  std::vector<int64_t> input_ids;  // the prompt as the model sees it (T5: the encoder's input)
+  // The first decoder step once the image is encoded: OPT, input_ids with the
+  // image embeddings; T5, the start token with the cross-attention keys and
+  // values. Its token ids begin the history the logits processors see.
+  DecoderInput first_step;
   uint64_t image_key = 0;
   at::Tensor embeds;  // [Q, D] once the image is encoded (pinned in the cache)
   bool batched = true;  // continuous batching; false: the whole generator between steps
@@ -57,7 +61,6 @@ struct Active {
 struct Engine::Impl {
   EngineConfig config;
   std::unique_ptr<Blip2Model> model;
-  std::unique_ptr<BpeTokenizer> tokenizer;
   int64_t kv_blocks = 0;
 
   // Shared with submitting threads, under `mu`.
@@ -88,6 +91,7 @@ struct Engine::Impl {
   void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
                  std::vector<uint64_t>* released, bool* stop_now);
   void FinishRegistration(Active& a);
+  void Admit(const std::vector<int64_t>& ids);
   void Route(Active& a);
   void RunVision(bool force);
   void RunOffline();
@@ -125,18 +129,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   impl->config = config;
   if (config.intra_op_threads > 0) at::set_num_threads(static_cast<int>(config.intra_op_threads));
   ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
-  ASSIGN_OR_RETURN(impl->tokenizer, BpeTokenizer::Load(options.model_dir));
   try {
     c10::InferenceMode guard;
     // Size the paged cache: a block count, or a byte budget.
-    KvCache probe = impl->model->opt->MakeCache(1, config.kv_block_size);
+    const TextDecoder& decoder = impl->model->decoder();
+    KvCache probe = decoder.MakeCache(1, config.kv_block_size);
     // Never more than max_num_seqs sequences of the longest possible length can use.
-    const int64_t useful = config.max_num_seqs *
-                           scheduler::BlocksFor(impl->model->spec.config.opt.max_position_embeddings, config.kv_block_size);
+    const int64_t useful =
+        config.max_num_seqs *
+        scheduler::BlocksFor(impl->model->MaxDecoderTokens(config.limits.max_new_tokens), config.kv_block_size);
     impl->kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
                                            : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
     if (impl->kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
-    impl->kv.emplace(impl->model->opt->MakeCache(impl->kv_blocks, config.kv_block_size));
+    impl->kv.emplace(decoder.MakeCache(impl->kv_blocks, config.kv_block_size));
   } catch (const std::exception& e) {
     return StatusFromException(e, "allocating the KV cache");
   }
@@ -172,25 +177,11 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   auto a = std::make_unique<Active>();
   ASSIGN_OR_RETURN(a->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
   if (!request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
-  if (!IsValidUtf8(request.prompt)) return absl::InvalidArgumentError("prompt is not valid UTF-8");
-  ASSIGN_OR_RETURN(std::vector<int64_t> text_ids, m.tokenizer->Encode(request.prompt));
-  if (static_cast<int64_t>(text_ids.size()) > m.config.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt has ", text_ids.size(), " tokens; the limit is ",
-                                                   m.config.max_prompt_tokens, " (max_prompt_tokens)"));
-  }
-  const int64_t image_token = *spec().config.image_token_index;
-  if (std::count(text_ids.begin(), text_ids.end(), image_token) > 0) {
-    return absl::InvalidArgumentError("prompt must not contain the <image> token");
-  }
-  a->input_ids.assign(spec().processor_num_query_tokens, image_token);
-  a->input_ids.insert(a->input_ids.end(), text_ids.begin(), text_ids.end());
-  const int64_t total = static_cast<int64_t>(a->input_ids.size()) + a->params.max_new_tokens;
-  if (total > spec().config.opt.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", a->input_ids.size(), " tokens plus max_new_tokens ",
-                                                   a->params.max_new_tokens, " exceeds the model's ",
-                                                   spec().config.opt.max_position_embeddings,
-                                                   " positions (max_position_embeddings)"));
-  }
+  ASSIGN_OR_RETURN(a->input_ids,
+                   m.model->InputIds(request.prompt, m.config.max_prompt_tokens, a->params.max_new_tokens));
+  // Decoder tokens: OPT's prompt or T5's start token, then the new ones.
+  const int64_t decoder_prompt = m.model->is_t5() ? 1 : static_cast<int64_t>(a->input_ids.size());
+  const int64_t total = decoder_prompt + a->params.max_new_tokens;
   a->batched = a->params.num_beams == 1 && a->params.num_return_sequences == 1;
   if (a->batched && scheduler::BlocksFor(total, m.config.kv_block_size) > m.kv_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
@@ -355,12 +346,11 @@ void Engine::Impl::Loop() {
 }
 
 void Engine::Impl::Route(Active& a) {
-  images->Pin(a.image_key);
   if (!a.batched) {
     offline_queue.push_back(a.id);
     return;
   }
-  scheduler::SequenceRequest r{a.id, static_cast<int64_t>(a.input_ids.size()), a.params.max_new_tokens,
+  scheduler::SequenceRequest r{a.id, static_cast<int64_t>(a.first_step.token_ids.size()), a.params.max_new_tokens,
                                a.request.priority, a.request.deadline};
   if (sched->Add(r) != scheduler::AddResult::kQueued) {
     Fail(a.id, absl::InvalidArgumentError("the request can never fit the KV cache"));
@@ -371,7 +361,7 @@ void Engine::Impl::Route(Active& a) {
     RequestSink* sink = a.sink.get();
     piece = [sink](const std::string& text) { sink->OnText(text); };
   }
-  a.streamer = std::make_unique<TextStreamer>(*tokenizer, a.params.stop_strings, piece);
+  a.streamer = std::make_unique<TextStreamer>(*model->tokenizer, a.params.stop_strings, piece);
 }
 
 void Engine::Impl::RunVision(bool force) {
@@ -409,6 +399,7 @@ void Engine::Impl::RunVision(bool force) {
     }
   }
   std::deque<int64_t> still;
+  std::vector<int64_t> ready;
   const std::deque<int64_t> queued = vision_queue;
   for (int64_t id : queued) {
     if (active.count(id) == 0) continue;  // failed while routing
@@ -435,9 +426,32 @@ void Engine::Impl::RunVision(bool force) {
       continue;
     }
     a.embeds = images->Find(a.image_key);
-    Route(a);
+    images->Pin(a.image_key);
+    ready.push_back(id);
   }
   vision_queue.swap(still);
+  Admit(ready);
+}
+
+// Requests whose image is ready get their first decoder step (for T5 one
+// encoder forward over all of them), then join the scheduler or the offline queue.
+void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return;
+  std::vector<EncoderInput> prompts;
+  for (int64_t id : ids) prompts.push_back({active.at(id)->input_ids, active.at(id)->embeds});
+  std::vector<DecoderInput> steps;
+  try {
+    steps = model->FirstSteps(prompts);
+  } catch (const std::exception& e) {
+    const absl::Status status = StatusFromException(e, "encoding prompts");
+    for (int64_t id : ids) Fail(id, status);
+    return;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Active& a = *active.at(ids[i]);
+    a.first_step = std::move(steps[i]);
+    Route(a);
+  }
 }
 
 void Engine::Impl::FinishRegistration(Active& a) {
@@ -464,7 +478,7 @@ CaptionResult Engine::Impl::Result(const Active& a, const std::vector<int64_t>& 
   seq.finish_reason = reason;
   std::vector<int64_t> text_ids = tokens;
   if (reason == "eos" && !text_ids.empty()) text_ids.pop_back();
-  seq.text = tokenizer->Decode(text_ids, true).value_or("");
+  seq.text = model->tokenizer->Decode(text_ids, true).value_or("");
   if (const size_t stop = FindStop(seq.text, a.params.stop_strings); stop != std::string::npos) seq.text.resize(stop);
   CaptionResult result;
   result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
@@ -480,7 +494,7 @@ void Engine::Impl::RunOffline() {
     a.first_scheduled = Clock::now();
     a.scheduled = true;
     try {
-      const std::vector<Hypothesis> hyps = Generate(*model->opt, a.embeds, a.input_ids, a.params);
+      const std::vector<Hypothesis> hyps = Generate(model->decoder(), a.first_step, a.params);
       CaptionResult result;
       result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
       static const char* kReasons[] = {"eos", "length", "stop_string"};
@@ -527,10 +541,11 @@ void Engine::Impl::RunStep() {
     DecoderInput in;
     in.blocks = s.block_table;
     in.cached = s.cached_tokens;
-    if (s.is_prefill) {  // the prompt, plus what it had generated before a preemption
-      in.token_ids = a.input_ids;
+    in.cross = a.first_step.cross;
+    if (s.is_prefill) {  // the first step, plus what it had generated before a preemption
+      in.token_ids = a.first_step.token_ids;
       in.token_ids.insert(in.token_ids.end(), a.generated.begin(), a.generated.end());
-      in.image_embeds = a.embeds;
+      in.image_embeds = a.first_step.image_embeds;
     } else {
       in.token_ids = {a.generated.back()};
     }
@@ -538,7 +553,7 @@ void Engine::Impl::RunStep() {
   }
   at::Tensor logits;
   try {
-    logits = model->opt->Step(inputs, *kv);
+    logits = model->decoder().Step(inputs, *kv);
   } catch (const std::exception& e) {
     const absl::Status status = StatusFromException(e, "decoder step");
     for (const scheduler::ScheduledSequence& s : out.sequences) {
@@ -579,7 +594,7 @@ void Engine::Impl::RunStep() {
     int64_t token = argmax.data_ptr<int64_t>()[i];
     if (!plain[i]) {
       at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
-      std::vector<int64_t> history = a.input_ids;
+      std::vector<int64_t> history = a.first_step.token_ids;
       history.insert(history.end(), a.generated.begin(), a.generated.end());
       ProcessScores(scores, history, static_cast<int64_t>(a.generated.size()), p, 1);
       token = p.do_sample ? at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>()

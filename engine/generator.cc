@@ -18,12 +18,11 @@ bool IsEos(const GenerationParams& p, int64_t token) {
 }
 
 // Prefills slot 0 with the prompt and copies it to slots 1..n-1.
-at::Tensor Prefill(const OptDecoder& decoder, KvCache& cache, const at::Tensor& image_embeds,
-                   const std::vector<int64_t>& prompt_ids, int64_t n) {
-  DecoderInput input;
+at::Tensor Prefill(const TextDecoder& decoder, KvCache& cache, const DecoderInput& prompt, int64_t n) {
+  DecoderInput input = prompt;
   input.blocks = cache.SlotBlocks(0);
-  input.token_ids = prompt_ids;
-  input.image_embeds = image_embeds;
+  input.cached = 0;
+  input.all_logits = false;
   at::Tensor logits = decoder.Step({input}, cache);  // [1, V]
   std::vector<int64_t> targets, sources;
   for (int64_t i = 1; i < n; ++i) {
@@ -40,13 +39,13 @@ int64_t Sample(const at::Tensor& scores, at::Generator& rng) {
 }
 
 // Greedy decoding, or `num_return_sequences` independent samples.
-std::vector<Hypothesis> GreedyOrSample(const OptDecoder& decoder, const at::Tensor& image_embeds,
-                                       const std::vector<int64_t>& prompt_ids, const GenerationParams& p,
-                                       const GenerationHooks& hooks) {
+std::vector<Hypothesis> GreedyOrSample(const TextDecoder& decoder, const DecoderInput& prompt,
+                                       const GenerationParams& p, const GenerationHooks& hooks) {
+  const std::vector<int64_t>& prompt_ids = prompt.token_ids;
   const int64_t n = p.do_sample ? p.num_return_sequences : 1;
   const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
   KvCache cache = decoder.MakeSlotCache(n, prompt_len + p.max_new_tokens);
-  at::Tensor logits = Prefill(decoder, cache, image_embeds, prompt_ids, n);
+  at::Tensor logits = Prefill(decoder, cache, prompt, n);
   at::Generator rng = at::detail::createCPUGenerator(p.seed);
   std::vector<Hypothesis> out(n);
   std::vector<std::vector<int64_t>> history(n, prompt_ids);
@@ -73,6 +72,7 @@ std::vector<Hypothesis> GreedyOrSample(const OptDecoder& decoder, const at::Tens
         in.blocks = cache.SlotBlocks(s);
         in.cached = prompt_len + step;
         in.token_ids = {token};
+        in.cross = prompt.cross;
         next.push_back(std::move(in));
       }
     }
@@ -83,14 +83,14 @@ std::vector<Hypothesis> GreedyOrSample(const OptDecoder& decoder, const at::Tens
 }
 
 // Beam search as transformers 5 runs it (see docs/generation.md).
-std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& image_embeds,
-                                   const std::vector<int64_t>& prompt_ids, const GenerationParams& p) {
+std::vector<Hypothesis> BeamSearch(const TextDecoder& decoder, const DecoderInput& prompt, const GenerationParams& p) {
+  const std::vector<int64_t>& prompt_ids = prompt.token_ids;
   const int64_t beams = p.num_beams;
   const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
   const int64_t n_eos = static_cast<int64_t>(p.eos_token_ids.size());
   const int64_t keep = std::max<int64_t>(2, 1 + n_eos) * beams;  // candidates per step
   KvCache cache = decoder.MakeSlotCache(beams, prompt_len + p.max_new_tokens);
-  at::Tensor logits = Prefill(decoder, cache, image_embeds, prompt_ids, beams);
+  at::Tensor logits = Prefill(decoder, cache, prompt, beams);
   const int64_t vocab = logits.size(1);
   at::Generator rng = at::detail::createCPUGenerator(p.seed);
 
@@ -205,6 +205,7 @@ std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& 
       inputs[b].blocks = cache.SlotBlocks(b);
       inputs[b].cached = prompt_len + step;
       inputs[b].token_ids = {running[b].back()};
+      inputs[b].cross = prompt.cross;
     }
     logits = decoder.Step(inputs, cache);
   }
@@ -214,11 +215,10 @@ std::vector<Hypothesis> BeamSearch(const OptDecoder& decoder, const at::Tensor& 
 
 }  // namespace
 
-std::vector<Hypothesis> Generate(const OptDecoder& decoder, const at::Tensor& image_embeds,
-                                 const std::vector<int64_t>& prompt_ids, const GenerationParams& params,
-                                 const GenerationHooks& hooks) {
-  if (params.num_beams > 1) return BeamSearch(decoder, image_embeds, prompt_ids, params);
-  return GreedyOrSample(decoder, image_embeds, prompt_ids, params, hooks);
+std::vector<Hypothesis> Generate(const TextDecoder& decoder, const DecoderInput& prompt,
+                                 const GenerationParams& params, const GenerationHooks& hooks) {
+  if (params.num_beams > 1) return BeamSearch(decoder, prompt, params);
+  return GreedyOrSample(decoder, prompt, params, hooks);
 }
 
 }  // namespace blip2::engine

@@ -1,6 +1,7 @@
-// One request's decoding loop over the OPT decoder and its KV cache: greedy,
-// sampling and beam search with transformers' semantics. Internal (ATen).
-// The continuous batcher of [C] will drive the same pieces step by step.
+// One request's decoding loop over a decoder (OPT or T5) and a KV cache of its
+// own: greedy, sampling and beam search with transformers' semantics. The
+// engine runs beam search and several samples per request this way; single
+// sequences go through its continuous batching. Internal (ATen).
 #pragma once
 
 #include <cstdint>
@@ -10,7 +11,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/generation_params.h"
-#include "engine/opt_decoder.h"
+#include "engine/text_decoder.h"
 
 namespace blip2::engine {
 
@@ -35,10 +36,13 @@ struct GenerationHooks {
   LogitsObserver on_logits;
 };
 
-// Runs one request. `image_embeds` [Q, D] fills the <image> placeholders of
-// `prompt_ids`. Returns num_return_sequences hypotheses, best first.
-std::vector<Hypothesis> Generate(const OptDecoder& decoder, const at::Tensor& image_embeds,
-                                 const std::vector<int64_t>& prompt_ids, const GenerationParams& params,
-                                 const GenerationHooks& hooks = {});
+// Runs one request. `prompt` is its first step's input: OPT, the prompt ids
+// with the image embeddings for their <image> placeholders; T5, the decoder
+// start token with the request's cross-attention keys and values. Its token
+// ids also begin the history the logits processors see (transformers' input
+// ids: the OPT prompt, or T5's decoder ids). Returns num_return_sequences
+// hypotheses, best first.
+std::vector<Hypothesis> Generate(const TextDecoder& decoder, const DecoderInput& prompt,
+                                 const GenerationParams& params, const GenerationHooks& hooks = {});
 
 }  // namespace blip2::engine

@@ -14,23 +14,13 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
+#include "engine/text_decoder.h"
 #include "engine/model_config.h"
 #include "engine/weights.h"
 
 namespace blip2::engine {
 
-// One sequence's part of a step.
-struct DecoderInput {
-  BlockTable blocks;               // its KV-cache blocks (enough for cached + new tokens)
-  int64_t cached = 0;              // tokens already in its blocks; the first new token's position
-  std::vector<int64_t> token_ids;  // new tokens (a prefill: many; a decode: one)
-  // [Q, D] rows that replace the embeddings of the `<image>` tokens among
-  // token_ids, in order (the projected Q-Former output); undefined if none.
-  at::Tensor image_embeds;
-  bool all_logits = false;  // logits for every new token instead of only the last
-};
-
-class OptDecoder {
+class OptDecoder : public TextDecoder {
  public:
   // Reads `language_model.*` in `dtype`. `image_token_index` marks the
   // placeholder tokens whose embeddings image_embeds replace.
@@ -41,12 +31,12 @@ class OptDecoder {
   // each input in order, one row (its last token) or one row per new token.
   // Call under c10::InferenceMode. Callers check positions fit the cache and
   // max_position_embeddings.
-  at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const;
+  at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const override;
 
   // A paged cache shaped for this model.
-  KvCache MakeCache(int64_t num_blocks, int64_t block_size) const;
+  KvCache MakeCache(int64_t num_blocks, int64_t block_size) const override;
   // A cache for one-off generation: `slots` sequences of up to max_len tokens.
-  KvCache MakeSlotCache(int64_t slots, int64_t max_len) const;
+  KvCache MakeSlotCache(int64_t slots, int64_t max_len) const override;
 
   const OptConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -38,6 +39,7 @@ absl::StatusOr<T5Model> T5Model::Load(const WeightLoader& w, const T5Config& c,
   m.config_ = c;
   m.image_token_index_ = image_token_index;
   m.dtype_ = dtype;
+  m.residual_dtype_ = at::kFloat;
   const std::string p = "language_model.";
   const int64_t d = c.d_model, inner = c.num_heads * c.d_kv;
   ASSIGN_OR_RETURN(m.shared_, w.Get(p + "shared.weight", {c.vocab_size, d}, dtype));
@@ -63,7 +65,8 @@ absl::StatusOr<T5Model> T5Model::Load(const WeightLoader& w, const T5Config& c,
     } else {
       ASSIGN_OR_RETURN(f.wi, LoadLinear(w, prefix + "wi", d, c.d_ff, dtype, false));
     }
-    ASSIGN_OR_RETURN(f.wo, LoadLinear(w, prefix + "wo", c.d_ff, d, dtype, false));
+    // transformers keeps `wo` in float32 when it loads T5 in float16.
+    ASSIGN_OR_RETURN(f.wo, LoadLinear(w, prefix + "wo", c.d_ff, d, dtype == at::kHalf ? at::kFloat : dtype, false));
     return f;
   };
   for (const bool decoder : {false, true}) {
@@ -93,6 +96,13 @@ absl::StatusOr<T5Model> T5Model::Load(const WeightLoader& w, const T5Config& c,
   return m;
 }
 
+int64_t CrossAttentionKv::bytes() const {
+  int64_t total = 0;
+  for (const at::Tensor& t : keys) total += t.numel() * t.element_size();
+  for (const at::Tensor& t : values) total += t.numel() * t.element_size();
+  return total;
+}
+
 at::Tensor T5Model::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
   // The variance in float32, then back to the weights' dtype, as transformers does.
   const at::Tensor variance = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
@@ -100,78 +110,18 @@ at::Tensor T5Model::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const
   return weight * normed.to(weight.scalar_type());
 }
 
-at::Tensor T5Model::PositionBias(const at::Tensor& table, int64_t first_query, int64_t queries, int64_t keys,
-                                 bool bidirectional) const {
-  std::vector<int64_t> buckets(queries * keys);
-  for (int64_t q = 0; q < queries; ++q) {
-    for (int64_t k = 0; k < keys; ++k) {
-      buckets[q * keys + k] = Bucket(k - (first_query + q), bidirectional, config_.relative_attention_num_buckets,
-                                     config_.relative_attention_max_distance);
-    }
-  }
-  const at::Tensor index = at::tensor(buckets, at::kLong).to(table.device());
-  return table.index_select(0, index).view({queries, keys, -1}).permute({2, 0, 1});  // [H, q, k]
-}
-
 at::Tensor T5Model::Heads(const Linear& proj, const at::Tensor& x) const {
-  return proj(x).view({-1, config_.num_heads, config_.d_kv}).transpose(0, 1);
+  return proj(x).view({-1, config_.num_heads, config_.d_kv});
 }
 
-at::Tensor T5Model::AttendHeads(const Attention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                const at::Tensor& bias) const {
-  // No 1/sqrt(d) scaling in T5; the softmax runs in float32.
-  at::Tensor scores = at::matmul(q, k.transpose(1, 2));
-  if (bias.defined()) scores = scores + bias;
-  const at::Tensor weights = at::softmax(scores.to(at::kFloat), -1).to(scores.scalar_type());
-  return a.o(at::matmul(weights, v).transpose(0, 1).reshape({-1, config_.num_heads * config_.d_kv}));
-}
-
-at::Tensor T5Model::Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory,
-                           const at::Tensor& bias) const {
-  return AttendHeads(a, Heads(a.q, x), Heads(a.k, memory), Heads(a.v, memory), bias);
+at::Tensor T5Model::Residual(const at::Tensor& h, const at::Tensor& out) const {
+  return h + out.to(residual_dtype_);
 }
 
 at::Tensor T5Model::Feed(const FeedForward& f, const at::Tensor& x) const {
-  if (config_.is_gated_act) return f.wo(Activate(f.wi_0(x), config_.dense_act_fn) * f.wi_1(x));
-  return f.wo(Activate(f.wi(x), config_.dense_act_fn));
-}
-
-at::Tensor T5Model::Encode(const at::Tensor& image_embeds, const std::vector<int64_t>& input_ids) const {
-  const at::Device dev = device();
-  at::Tensor h = shared_.index_select(0, at::tensor(input_ids, at::kLong).to(dev));
-  if (image_embeds.defined() && image_token_index_) {
-    std::vector<int64_t> rows;
-    for (size_t j = 0; j < input_ids.size(); ++j) {
-      if (input_ids[j] == *image_token_index_) rows.push_back(static_cast<int64_t>(j));
-    }
-    TORCH_CHECK(static_cast<int64_t>(rows.size()) == image_embeds.size(0), "expected ", image_embeds.size(0),
-                " <image> tokens, found ", rows.size());
-    h.index_copy_(0, at::tensor(rows, at::kLong).to(dev), image_embeds.to(dtype_));
-  }
-  const int64_t n = h.size(0);
-  const at::Tensor bias = PositionBias(encoder_bias_table_, 0, n, n, /*bidirectional=*/true);
-  for (const Block& b : encoder_) {
-    h = h + Attend(b.self_attention, RmsNorm(h, b.self_norm), RmsNorm(h, b.self_norm), bias);
-    h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
-  }
-  return RmsNorm(h, encoder_norm_);
-}
-
-at::Tensor T5Model::Decode(const at::Tensor& encoder_states, const std::vector<int64_t>& decoder_ids) const {
-  const at::Device dev = device();
-  at::Tensor h = shared_.index_select(0, at::tensor(decoder_ids, at::kLong).to(dev));
-  const int64_t n = h.size(0);
-  // Causal: a query sees keys up to itself.
-  const at::Tensor causal = at::ones({n, n}, at::TensorOptions().dtype(at::kBool).device(dev)).triu(1);
-  at::Tensor bias = PositionBias(decoder_bias_table_, 0, n, n, /*bidirectional=*/false);
-  bias = bias.masked_fill(causal, std::numeric_limits<float>::lowest());
-  for (const Block& b : decoder_) {
-    const at::Tensor x = RmsNorm(h, b.self_norm);
-    h = h + Attend(b.self_attention, x, x, bias);
-    h = h + Attend(b.cross_attention, RmsNorm(h, b.cross_norm), encoder_states, at::Tensor());
-    h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
-  }
-  return Head(h);
+  const at::Tensor hidden = config_.is_gated_act ? Activate(f.wi_0(x), config_.dense_act_fn) * f.wi_1(x)
+                                                 : Activate(f.wi(x), config_.dense_act_fn);
+  return f.wo(hidden.to(f.wo.weight.scalar_type()));
 }
 
 at::Tensor T5Model::Head(at::Tensor h) const {
@@ -180,35 +130,212 @@ at::Tensor T5Model::Head(at::Tensor h) const {
   return at::linear(h, lm_head_).to(at::kFloat);
 }
 
-T5Model::DecodeState T5Model::StartDecoding(const at::Tensor& encoder_states) const {
-  DecodeState state;
-  for (const Block& b : decoder_) {
-    state.cross_k.push_back(Heads(b.cross_attention.k, encoder_states));
-    state.cross_v.push_back(Heads(b.cross_attention.v, encoder_states));
-    state.self_k.emplace_back();
-    state.self_v.emplace_back();
+std::vector<at::Tensor> T5Model::Encode(const std::vector<EncoderInput>& inputs) const {
+  const int64_t batch = static_cast<int64_t>(inputs.size());
+  const int64_t heads = config_.num_heads, d_kv = config_.d_kv;
+  int64_t len = 0;
+  for (const EncoderInput& in : inputs) len = std::max<int64_t>(len, static_cast<int64_t>(in.token_ids.size()));
+  // Host indices first, one upload (see IndexUpload).
+  IndexUpload upload;
+  std::vector<int64_t> ids(batch * len, config_.pad_token_id), image_rows, key_valid(batch * len, 0);
+  std::vector<at::Tensor> image_embeds;
+  for (int64_t b = 0; b < batch; ++b) {
+    const EncoderInput& in = inputs[b];
+    int64_t placeholders = 0;
+    for (size_t j = 0; j < in.token_ids.size(); ++j) {
+      const int64_t row = b * len + static_cast<int64_t>(j);
+      ids[row] = in.token_ids[j];
+      key_valid[row] = 1;
+      if (in.image_embeds.defined() && image_token_index_ && in.token_ids[j] == *image_token_index_) {
+        image_rows.push_back(row);
+        ++placeholders;
+      }
+    }
+    if (in.image_embeds.defined()) {
+      TORCH_CHECK(placeholders == in.image_embeds.size(0), "expected ", in.image_embeds.size(0),
+                  " <image> tokens, found ", placeholders);
+      image_embeds.push_back(in.image_embeds);
+    }
   }
-  return state;
+  std::vector<int64_t> buckets(len * len);
+  for (int64_t q = 0; q < len; ++q) {
+    for (int64_t k = 0; k < len; ++k) {
+      buckets[q * len + k] = Bucket(k - q, /*bidirectional=*/true, config_.relative_attention_num_buckets,
+                                    config_.relative_attention_max_distance);
+    }
+  }
+  const size_t ids_at = upload.Add(ids), image_rows_at = upload.Add(image_rows), valid_at = upload.Add(key_valid),
+               buckets_at = upload.Add(buckets);
+  upload.Upload(device());
+
+  at::Tensor h = shared_.index_select(0, upload.Get(ids_at));
+  if (!image_rows.empty()) h.index_copy_(0, upload.Get(image_rows_at), at::cat(image_embeds).to(dtype_));
+  h = h.to(residual_dtype_);
+  // [B, H, L, L]: the shared position bias, padded keys masked out.
+  const at::Tensor padded = (upload.Get(valid_at) == 0).view({batch, 1, 1, len});
+  const at::Tensor bias = encoder_bias_table_.index_select(0, upload.Get(buckets_at))
+                              .view({1, len, len, heads})
+                              .permute({0, 3, 1, 2})
+                              .masked_fill(padded, -std::numeric_limits<float>::infinity());
+  for (const Block& b : encoder_) {
+    const at::Tensor x = RmsNorm(h, b.self_norm);
+    const auto split = [&](const Linear& proj) { return Heads(proj, x).view({batch, len, heads, d_kv}).transpose(1, 2); };
+    // No 1/sqrt(d) scaling in T5.
+    const at::Tensor out = at::scaled_dot_product_attention(split(b.self_attention.q), split(b.self_attention.k),
+                                                            split(b.self_attention.v), bias, 0.0, false, 1.0);
+    h = Residual(h, b.self_attention.o(out.transpose(1, 2).reshape({batch * len, heads * d_kv})));
+    h = Residual(h, Feed(b.ff, RmsNorm(h, b.ff_norm)));
+  }
+  const at::Tensor states = RmsNorm(h, encoder_norm_).view({batch, len, -1});
+  std::vector<at::Tensor> out;
+  for (int64_t b = 0; b < batch; ++b) {
+    out.push_back(states[b].narrow(0, 0, static_cast<int64_t>(inputs[b].token_ids.size())));
+  }
+  return out;
 }
 
-at::Tensor T5Model::DecodeStep(DecodeState& state, int64_t token) const {
-  const int64_t pos = state.length;
-  at::Tensor h = shared_.index_select(0, at::tensor(std::vector<int64_t>{token}, at::kLong).to(device()));
-  // The new token's row of the causal bias: keys 0..pos, all visible.
-  const at::Tensor bias = PositionBias(decoder_bias_table_, pos, 1, pos + 1, /*bidirectional=*/false);
+at::Tensor T5Model::Encode(const at::Tensor& image_embeds, const std::vector<int64_t>& input_ids) const {
+  return Encode(std::vector<EncoderInput>{{input_ids, image_embeds}})[0];
+}
+
+std::shared_ptr<const CrossAttentionKv> T5Model::CrossAttention(const at::Tensor& encoder_states) const {
+  auto cross = std::make_shared<CrossAttentionKv>();
+  cross->length = encoder_states.size(0);
+  for (const Block& b : decoder_) {
+    cross->keys.push_back(Heads(b.cross_attention.k, encoder_states));
+    cross->values.push_back(Heads(b.cross_attention.v, encoder_states));
+  }
+  return cross;
+}
+
+KvCache T5Model::MakeCache(int64_t num_blocks, int64_t block_size) const {
+  return KvCache(config_.num_decoder_layers, num_blocks, block_size, config_.num_heads, config_.d_kv, dtype_, device());
+}
+
+KvCache T5Model::MakeSlotCache(int64_t slots, int64_t max_len) const {
+  return KvCache::ForSlots(config_.num_decoder_layers, slots, max_len, config_.num_heads, config_.d_kv, dtype_,
+                           device());
+}
+
+at::Tensor T5Model::Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const {
+  const int64_t batch = static_cast<int64_t>(inputs.size());
+  const int64_t heads = config_.num_heads, d_kv = config_.d_kv, inner = heads * d_kv;
+  // Every sequence's queries padded to the longest (Lq), its self-attention
+  // keys to the longest sequence (Lk) and its cross-attention keys to the
+  // longest encoder output (Lc); one batched attention each. Padded query
+  // rows see key 0 only and are dropped.
+  int64_t query_len = 0, key_len = 0, cross_len = 0;
+  for (const DecoderInput& in : inputs) {
+    TORCH_CHECK(in.cross != nullptr, "a T5 decoder step needs the request's cross-attention keys and values");
+    const int64_t n = static_cast<int64_t>(in.token_ids.size());
+    query_len = std::max(query_len, n);
+    key_len = std::max(key_len, in.cached + n);
+    cross_len = std::max(cross_len, in.cross->length);
+  }
+  IndexUpload upload;
+  std::vector<int64_t> ids, logit_rows, write_rows, query_rows, valid_rows, key_rows, buckets, visible;
+  std::vector<int64_t> cross_rows, cross_visible;
+  // Requests with several sequences (beams) share one CrossAttentionKv: each
+  // distinct one is packed once.
+  std::map<const CrossAttentionKv*, int64_t> cross_offset;
+  std::vector<const CrossAttentionKv*> crosses;
+  int64_t cross_total = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const DecoderInput& in = inputs[b];
+    const int64_t n = static_cast<int64_t>(in.token_ids.size());
+    const int64_t first = static_cast<int64_t>(ids.size());
+    for (int64_t j = 0; j < n; ++j) {
+      ids.push_back(in.token_ids[j]);
+      if (in.all_logits || j + 1 == n) logit_rows.push_back(first + j);
+    }
+    cache.AppendRows(in.blocks, in.cached, n, &write_rows);
+    const size_t keys_before = key_rows.size();
+    cache.AppendRows(in.blocks, 0, in.cached + n, &key_rows);
+    key_rows.resize(keys_before + key_len, key_rows[keys_before]);
+    for (int64_t q = 0; q < query_len; ++q) {
+      query_rows.push_back(first + std::min(q, n - 1));
+      if (q < n) valid_rows.push_back(b * query_len + q);
+      for (int64_t k = 0; k < key_len; ++k) {
+        const int64_t position = in.cached + q;  // the query's position
+        visible.push_back(q < n ? k <= position : k == 0);
+        buckets.push_back(q < n ? Bucket(k - position, /*bidirectional=*/false, config_.relative_attention_num_buckets,
+                                         config_.relative_attention_max_distance)
+                                : 0);
+      }
+    }
+    auto [it, added] = cross_offset.emplace(in.cross.get(), cross_total);
+    if (added) {
+      crosses.push_back(in.cross.get());
+      cross_total += in.cross->length;
+    }
+    for (int64_t k = 0; k < cross_len; ++k) {
+      cross_rows.push_back(it->second + std::min(k, in.cross->length - 1));
+      cross_visible.push_back(k < in.cross->length);
+    }
+  }
+  const size_t ids_at = upload.Add(ids), logit_rows_at = upload.Add(logit_rows), write_at = upload.Add(write_rows),
+               query_rows_at = upload.Add(query_rows), valid_rows_at = upload.Add(valid_rows),
+               key_rows_at = upload.Add(key_rows), buckets_at = upload.Add(buckets), visible_at = upload.Add(visible),
+               cross_rows_at = upload.Add(cross_rows), cross_visible_at = upload.Add(cross_visible);
+  upload.Upload(device());
+
+  at::Tensor h = shared_.index_select(0, upload.Get(ids_at)).to(residual_dtype_);
+  const at::Tensor write_index = upload.Get(write_at), query_index = upload.Get(query_rows_at),
+                   valid_index = upload.Get(valid_rows_at), key_index = upload.Get(key_rows_at),
+                   cross_index = upload.Get(cross_rows_at);
+  // [B, H, Lq, Lk]: causal relative position bias; [B, 1, 1, Lc]: real encoder positions.
+  const at::Tensor self_bias = decoder_bias_table_.index_select(0, upload.Get(buckets_at))
+                                   .view({batch, query_len, key_len, heads})
+                                   .permute({0, 3, 1, 2})
+                                   .masked_fill((upload.Get(visible_at) == 0).view({batch, 1, query_len, key_len}),
+                                                -std::numeric_limits<float>::infinity());
+  const at::Tensor cross_mask = (upload.Get(cross_visible_at) != 0).view({batch, 1, 1, cross_len});
+  // [T, inner] -> [B, H, Lq, d_kv] and back.
+  const auto pad_queries = [&](const at::Tensor& q) {
+    return q.index_select(0, query_index).view({batch, query_len, heads, d_kv}).transpose(1, 2);
+  };
+  const auto unpad = [&](const at::Tensor& out) {
+    return out.transpose(1, 2).reshape({batch * query_len, inner}).index_select(0, valid_index);
+  };
   for (size_t l = 0; l < decoder_.size(); ++l) {
     const Block& b = decoder_[l];
-    const at::Tensor x = RmsNorm(h, b.self_norm);
-    const at::Tensor k = Heads(b.self_attention.k, x), v = Heads(b.self_attention.v, x);
-    state.self_k[l] = state.self_k[l].defined() ? at::cat({state.self_k[l], k}, 1) : k;
-    state.self_v[l] = state.self_v[l].defined() ? at::cat({state.self_v[l], v}, 1) : v;
-    h = h + AttendHeads(b.self_attention, Heads(b.self_attention.q, x), state.self_k[l], state.self_v[l], bias);
-    h = h + AttendHeads(b.cross_attention, Heads(b.cross_attention.q, RmsNorm(h, b.cross_norm)), state.cross_k[l],
-                        state.cross_v[l], at::Tensor());
-    h = h + Feed(b.ff, RmsNorm(h, b.ff_norm));
+    at::Tensor x = RmsNorm(h, b.self_norm);
+    at::Tensor& keys = cache.keys(static_cast<int64_t>(l));
+    at::Tensor& values = cache.values(static_cast<int64_t>(l));
+    keys.index_copy_(0, write_index, Heads(b.self_attention.k, x));
+    values.index_copy_(0, write_index, Heads(b.self_attention.v, x));
+    const at::Tensor k = keys.index_select(0, key_index).view({batch, key_len, heads, d_kv}).transpose(1, 2);
+    const at::Tensor v = values.index_select(0, key_index).view({batch, key_len, heads, d_kv}).transpose(1, 2);
+    at::Tensor out = at::scaled_dot_product_attention(pad_queries(Heads(b.self_attention.q, x)), k, v, self_bias, 0.0,
+                                                      false, 1.0);
+    h = Residual(h, b.self_attention.o(unpad(out)));
+
+    x = RmsNorm(h, b.cross_norm);
+    std::vector<at::Tensor> ck, cv;
+    for (const CrossAttentionKv* c : crosses) {
+      ck.push_back(c->keys[l]);
+      cv.push_back(c->values[l]);
+    }
+    const auto gather = [&](const std::vector<at::Tensor>& parts) {
+      const at::Tensor all = parts.size() == 1 ? parts[0] : at::cat(parts);
+      return all.index_select(0, cross_index).view({batch, cross_len, heads, d_kv}).transpose(1, 2);
+    };
+    out = at::scaled_dot_product_attention(pad_queries(Heads(b.cross_attention.q, x)), gather(ck), gather(cv),
+                                           cross_mask, 0.0, false, 1.0);
+    h = Residual(h, b.cross_attention.o(unpad(out)));
+    h = Residual(h, Feed(b.ff, RmsNorm(h, b.ff_norm)));
   }
-  ++state.length;
-  return Head(h)[0];
+  return Head(h.index_select(0, upload.Get(logit_rows_at)));
+}
+
+at::Tensor T5Model::Decode(const at::Tensor& encoder_states, const std::vector<int64_t>& decoder_ids) const {
+  KvCache cache = MakeSlotCache(1, static_cast<int64_t>(decoder_ids.size()));
+  DecoderInput in;
+  in.blocks = cache.SlotBlocks(0);
+  in.token_ids = decoder_ids;
+  in.cross = CrossAttention(encoder_states);
+  in.all_logits = true;
+  return Step({in}, cache);
 }
 
 }  // namespace blip2::engine

@@ -6,10 +6,19 @@
 // feed-forward, and the output head of the checkpoint (scaled by
 // d_model^-0.5 first when the config says so). Internal (ATen).
 //
-// This is the full-recomputation path ([F], first part); the engine's paged
-// decoder with a per-request cross-attention cache builds on it.
+// The engine encodes each request once (batched across requests), turns the
+// encoder states into cross-attention keys and values once, then runs the
+// decoder like OPT's: packed steps over many sequences, self-attention keys
+// and values in the paged KV cache.
+//
+// float16, as transformers loads T5: the feed-forward output projection `wo`
+// stays float32 (T5's _keep_in_fp32_modules), and so the residual stream is
+// float32. bfloat16 keeps the residual stream in float32 too (transformers
+// keeps it in bfloat16): relative L2 to float32 0.045 instead of 0.050 on the
+// tiny fixture (transformers' own: 0.042).
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -17,39 +26,44 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
+#include "engine/text_decoder.h"
 #include "engine/weights.h"
 
 namespace blip2::engine {
 
-class T5Model {
+// One request's encoder input.
+struct EncoderInput {
+  std::vector<int64_t> token_ids;  // <image> placeholders, the prompt, </s>
+  at::Tensor image_embeds;         // [Q, d_model]: the projected queries for the placeholders
+};
+
+class T5Model : public TextDecoder {
  public:
   // Reads `language_model.*` in `dtype`. `image_token_index` marks the
   // placeholder tokens whose embeddings the image queries replace.
   static absl::StatusOr<T5Model> Load(const WeightLoader& weights, const T5Config& config,
                                       std::optional<int64_t> image_token_index, at::ScalarType dtype);
 
-  // Encoder states [L, d_model] for one request: `input_ids` with the
-  // placeholders, `image_embeds` [Q, d_model] the projected queries.
+  // Encoder states of a batch of requests, each [L_i, d_model] (padded to the
+  // longest and masked, so each equals its request encoded alone).
+  std::vector<at::Tensor> Encode(const std::vector<EncoderInput>& inputs) const;
   at::Tensor Encode(const at::Tensor& image_embeds, const std::vector<int64_t>& input_ids) const;
-  // float32 logits [n, vocab] for every position of `decoder_ids` (which start
-  // with decoder_start_token_id), attending to `encoder_states`.
-  at::Tensor Decode(const at::Tensor& encoder_states, const std::vector<int64_t>& decoder_ids) const;
+  // Every decoder layer's cross-attention keys and values of these states.
+  std::shared_ptr<const CrossAttentionKv> CrossAttention(const at::Tensor& encoder_states) const;
 
-  // Incremental decoding of one sequence: the cross-attention keys and values
-  // are computed once from the encoder states, the self-attention ones grow by
-  // one token per step.
-  struct DecodeState {
-    std::vector<at::Tensor> self_k, self_v;    // per layer [H, t, hd]
-    std::vector<at::Tensor> cross_k, cross_v;  // per layer [H, L, hd]
-    int64_t length = 0;                        // tokens decoded so far
-  };
-  DecodeState StartDecoding(const at::Tensor& encoder_states) const;
-  // float32 logits [vocab] after `token` (the first call takes
-  // decoder_start_token_id); the same numbers as Decode's last row.
-  at::Tensor DecodeStep(DecodeState& state, int64_t token) const;
+  // Decoder steps: DecoderInput::token_ids are decoder ids (the first
+  // prefill starts with decoder_start_token_id); `cross` is required.
+  at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const override;
+  KvCache MakeCache(int64_t num_blocks, int64_t block_size) const override;
+  KvCache MakeSlotCache(int64_t slots, int64_t max_len) const override;
+
+  // float32 logits [n, vocab] for every position of `decoder_ids`, in one
+  // prefill through a fresh cache (parity checks).
+  at::Tensor Decode(const at::Tensor& encoder_states, const std::vector<int64_t>& decoder_ids) const;
 
   const T5Config& config() const { return config_; }
   at::Device device() const { return shared_.device(); }
+  at::ScalarType dtype() const { return dtype_; }
 
  private:
   struct Attention {
@@ -66,20 +80,17 @@ class T5Model {
   };
 
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
-  // [H, queries, keys] for query positions first_query.. and key positions 0..
-  at::Tensor PositionBias(const at::Tensor& table, int64_t first_query, int64_t queries, int64_t keys,
-                          bool bidirectional) const;
-  at::Tensor Attend(const Attention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& bias) const;
   at::Tensor Feed(const FeedForward& f, const at::Tensor& x) const;
-  // Attention of queries [H, q, hd] over keys and values [H, k, hd].
-  at::Tensor AttendHeads(const Attention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const at::Tensor& bias) const;
-  at::Tensor Heads(const Linear& proj, const at::Tensor& x) const;  // [T, d] -> [H, T, hd]
+  // [rows, d] -> [rows, heads, d_kv]
+  at::Tensor Heads(const Linear& proj, const at::Tensor& x) const;
+  // Adds a sub-layer's output to the residual stream (float32 under float16).
+  at::Tensor Residual(const at::Tensor& h, const at::Tensor& out) const;
   at::Tensor Head(at::Tensor h) const;  // final norm, scaling, lm_head: float32 logits
 
   T5Config config_;
   std::optional<int64_t> image_token_index_;
   at::ScalarType dtype_ = at::kFloat;
+  at::ScalarType residual_dtype_ = at::kFloat;
   at::Tensor shared_;  // [vocab, d_model] input embeddings
   at::Tensor lm_head_;
   at::Tensor encoder_bias_table_, decoder_bias_table_;  // [buckets, heads]

@@ -315,7 +315,9 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const config::ServerCo
   const engine::ModelSpec& spec = engine.spec();
   const engine::EngineStats stats = engine.Stats();
   v1::ModelInfo info;
-  info.set_model_type("blip2-opt");
+  const bool t5 = spec.config.language_model == engine::LanguageModelKind::kT5;
+  info.set_model_type(t5 ? "blip2-t5" : "blip2-opt");
+  info.set_architecture(spec.config.architecture);
   info.set_model_name(std::filesystem::path(spec.model_dir).lexically_normal().filename().string());
   if (info.model_name().empty()) {
     info.set_model_name(std::filesystem::path(spec.model_dir).lexically_normal().parent_path().filename().string());
@@ -326,10 +328,17 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const config::ServerCo
   info.set_vision_layers(static_cast<int32_t>(spec.config.vision.num_hidden_layers));
   info.set_qformer_hidden_size(static_cast<int32_t>(spec.config.qformer.hidden_size));
   info.set_qformer_layers(static_cast<int32_t>(spec.config.qformer.num_hidden_layers));
-  info.set_text_hidden_size(static_cast<int32_t>(spec.config.opt.hidden_size));
-  info.set_text_layers(static_cast<int32_t>(spec.config.opt.num_hidden_layers));
-  info.set_vocab_size(static_cast<int32_t>(spec.config.opt.vocab_size));
-  info.set_max_position_embeddings(static_cast<int32_t>(spec.config.opt.max_position_embeddings));
+  if (t5) {
+    info.set_text_hidden_size(static_cast<int32_t>(spec.config.t5.d_model));
+    info.set_text_layers(static_cast<int32_t>(spec.config.t5.num_decoder_layers));
+    info.set_text_encoder_layers(static_cast<int32_t>(spec.config.t5.num_layers));
+    info.set_vocab_size(static_cast<int32_t>(spec.config.t5.vocab_size));
+  } else {
+    info.set_text_hidden_size(static_cast<int32_t>(spec.config.opt.hidden_size));
+    info.set_text_layers(static_cast<int32_t>(spec.config.opt.num_hidden_layers));
+    info.set_vocab_size(static_cast<int32_t>(spec.config.opt.vocab_size));
+    info.set_max_position_embeddings(static_cast<int32_t>(spec.config.opt.max_position_embeddings));
+  }
   info.set_dtype(cfg.dtype());
   info.set_device(cfg.device());
   info.set_kv_cache_blocks(stats.kv_blocks_total);

@@ -1,6 +1,6 @@
 // `blip2 generate` through its real interface (a child process), against
-// transformers: for every case and every generate run of each OPT fixture
-// folder, `--ids` with the case's image and prompt and the run's kwargs as
+// transformers: for every case and every generate run of each OPT and T5
+// fixture folder, `--ids` with the case's image and prompt and the run's kwargs as
 // flags prints exactly the run's new ids; without --ids, the greedy run prints
 // `decoded_greedy`. Data-driven over BLIP2_FIXTURES_DIR.
 #include <filesystem>
@@ -58,14 +58,13 @@ std::vector<std::vector<int64_t>> ParseIdLines(const std::string& out) {
 
 TEST_CASE("parity: blip2 generate --ids prints transformers' new ids for every run") {
   int runs = 0;
-  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+  for (const CaseFolder& folder : DiscoverCaseFolders(FixturesDir())) {
     const std::string& dir = folder.dir;
     const engine::ModelSpec* spec = &folder.spec;
-    const int64_t pad = spec->generation.pad_token_id.value_or(0);
+    const int64_t pad = ReturnedPadId(*spec);
     for (const auto& [name, c] : folder.reference["cases"].items()) {
-      const size_t prompt_len = c["input_ids"].size();
-      if (!c.contains("generate")) continue;
-      for (const auto& run : c["generate"]) {
+      const size_t prompt_len = NewIdsStart(*spec, c);
+      for (const auto& run : c.contains("generate") ? c["generate"] : json::array()) {
         std::vector<std::string> args = BaseArgs(dir, c);
         AddKwargFlags(run["kwargs"], *spec, &args);
         args.push_back("--ids");
@@ -83,9 +82,11 @@ TEST_CASE("parity: blip2 generate --ids prints transformers' new ids for every r
         }
         ++runs;
       }
-      if (c.contains("decoded_greedy") && c.contains("greedy_manual_new")) {
+      if (c.contains("decoded_greedy") && (c.contains("greedy_manual_new") || c.contains("generate_greedy_raw"))) {
+        const size_t steps = c.contains("greedy_manual_new") ? c["greedy_manual_new"].size()
+                                                             : c["generate_greedy_raw"].size() - prompt_len;
         std::vector<std::string> args = BaseArgs(dir, c);
-        args.insert(args.end(), {"--max-new-tokens", std::to_string(c["greedy_manual_new"].size())});
+        args.insert(args.end(), {"--max-new-tokens", std::to_string(steps)});
         INFO(absl::StrJoin(args, " "));
         const ProcessResult r = RunProcess(args);
         REQUIRE(r.exit_code == 0);

@@ -98,14 +98,14 @@ std::vector<FixtureModel> DiscoverModels(const std::string& fixtures_dir) {
   return models;
 }
 
-std::vector<OptCaseFolder> DiscoverOptCaseFolders(const std::string& fixtures_dir) {
-  std::vector<OptCaseFolder> out;
+std::vector<CaseFolder> DiscoverCaseFolders(const std::string& fixtures_dir) {
+  std::vector<CaseFolder> out;
   std::vector<fs::path> dirs;
   for (const auto& entry : fs::directory_iterator(fixtures_dir)) dirs.push_back(entry.path());
   std::sort(dirs.begin(), dirs.end());
   for (const fs::path& dir : dirs) {
     auto spec = engine::LoadModelSpec(dir.string());
-    if (!spec.ok() || spec->config.language_model != engine::LanguageModelKind::kOpt) continue;
+    if (!spec.ok() || spec->config.is_retrieval()) continue;
     auto text = common::ReadFile((dir / "reference.json").string());
     if (!text.ok()) continue;
     nlohmann::json reference = nlohmann::json::parse(*text);
@@ -113,6 +113,15 @@ std::vector<OptCaseFolder> DiscoverOptCaseFolders(const std::string& fixtures_di
     out.push_back({dir.string(), dir.filename().string(), std::move(*spec), std::move(reference)});
   }
   return out;
+}
+
+size_t NewIdsStart(const engine::ModelSpec& spec, const nlohmann::json& c) {
+  return spec.config.language_model == engine::LanguageModelKind::kT5 ? 1 : c["input_ids"].size();
+}
+
+int64_t ReturnedPadId(const engine::ModelSpec& spec) {
+  const int64_t pad = spec.generation.pad_token_id.value_or(0);
+  return pad != 0 || spec.generation.eos_token_id.empty() ? pad : spec.generation.eos_token_id[0];
 }
 
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem) {

@@ -30,15 +30,22 @@ struct FixtureModel {
 
 std::vector<FixtureModel> DiscoverModels(const std::string& fixtures_dir);
 
-// A folder whose language model is OPT and whose reference.json has generation
-// "cases" (it may have no reference.safetensors, as the -eos folders).
-struct OptCaseFolder {
+// A folder with a language model (OPT or T5) whose reference.json has
+// generation "cases" (it may have no reference.safetensors, as the -eos folders).
+struct CaseFolder {
   std::string dir;
   std::string name;
   engine::ModelSpec spec;
   nlohmann::json reference;
 };
-std::vector<OptCaseFolder> DiscoverOptCaseFolders(const std::string& fixtures_dir);
+std::vector<CaseFolder> DiscoverCaseFolders(const std::string& fixtures_dir);
+
+// Where a returned sequence's new ids start in a case's `sequences`: after
+// the OPT prompt (`input_ids`), after T5's decoder start token.
+size_t NewIdsStart(const engine::ModelSpec& spec, const nlohmann::json& c);
+// What transformers pads shorter returned sequences with: pad_token_id, or
+// the first stop id when that is 0 (the T5 fixtures).
+int64_t ReturnedPadId(const engine::ModelSpec& spec);
 
 // The file in images/ whose name without extension is `stem`; empty if none.
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem);

@@ -1,6 +1,6 @@
 // Language-model parity with transformers, data-driven over any fixtures folder
-// (BLIP2_FIXTURES_DIR): every OPT model folder whose reference.json has "cases".
-//   <case>.logits                        full-forward logits over the case's input_ids
+// (BLIP2_FIXTURES_DIR): every OPT or T5 model folder whose reference.json has "cases".
+//   <case>.logits                        OPT: full-forward logits over the case's input_ids
 //   <case>.greedy_min12.step_logits      raw logits of each greedy step, through the KV cache
 //   cases[*].generate[*]                 every generate run: kwargs -> exactly the same new ids
 //   batched_left_padded + batched.logits three unrelated sequences packed in one step
@@ -46,16 +46,15 @@ at::Tensor FullLogits(const engine::OptDecoder& decoder, const at::Tensor& embed
   return decoder.Step({in}, cache);
 }
 
-// The padding transformers puts after a shorter returned sequence.
-int64_t PadId(const engine::ModelSpec& spec) {
-  const int64_t pad = spec.generation.pad_token_id.value_or(0);
-  return pad != 0 || spec.generation.eos_token_id.empty() ? pad : spec.generation.eos_token_id[0];
+// The first decoder step of a case (for T5, after the encoder).
+engine::DecoderInput FirstStep(const engine::Blip2Model& m, const at::Tensor& embeds, const std::vector<int64_t>& ids) {
+  return m.FirstSteps({engine::EncoderInput{ids, embeds}})[0];
 }
 
-TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match transformers") {
+TEST_CASE("parity: OPT and T5 logits, KV-cache steps and every generate run match transformers") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   int models_checked = 0;
-  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+  for (const CaseFolder& folder : DiscoverCaseFolders(FixturesDir())) {
     const std::string& dir = folder.dir;
     const json& reference = folder.reference;
     const FixtureModel* tensors = nullptr;
@@ -73,7 +72,8 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
       const std::vector<int64_t> input_ids = c["input_ids"].get<std::vector<int64_t>>();
       const at::Tensor embeds =
           m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
-      if (tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
+      const engine::DecoderInput first = FirstStep(m, embeds, input_ids);
+      if (m.opt && tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
         CheckTensor(*tensors, case_name + ".logits", ToHost(FullLogits(*m.opt, embeds, input_ids).unsqueeze(0)));
       }
       const std::string steps_key = case_name + ".greedy_min12.step_logits";
@@ -87,7 +87,7 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
         std::vector<at::Tensor> logits;
         engine::GenerationHooks hooks;
         hooks.on_logits = [&](const at::Tensor& l) { logits.push_back(l.clone()); };
-        engine::Generate(*m.opt, embeds, input_ids, *params, hooks);
+        engine::Generate(m.decoder(), first, *params, hooks);
         CheckTensor(*tensors, steps_key, ToHost(at::cat(logits, 0)));
       }
       const json runs_json = c.contains("generate") ? c["generate"] : json::array();
@@ -95,15 +95,15 @@ TEST_CASE("parity: OPT logits, KV-cache steps and every generate run match trans
         INFO("kwargs " << run["kwargs"].dump());
         auto params = engine::ResolveGenerationParams(m.spec.generation, OverridesFromKwargs(run["kwargs"]), {});
         REQUIRE(params.ok());
-        const auto hyps = engine::Generate(*m.opt, embeds, input_ids, *params);
+        const auto hyps = engine::Generate(m.decoder(), first, *params);
         const auto expected = run["sequences"].get<std::vector<std::vector<int64_t>>>();
         REQUIRE(hyps.size() == expected.size());
         for (size_t i = 0; i < hyps.size(); ++i) {
-          const std::vector<int64_t> want(expected[i].begin() + input_ids.size(), expected[i].end());
+          const std::vector<int64_t> want(expected[i].begin() + NewIdsStart(m.spec, c), expected[i].end());
           std::vector<int64_t> got = hyps[i].tokens;
           INFO("sequence " << i);
           REQUIRE(got.size() <= want.size());
-          got.resize(want.size(), PadId(m.spec));  // transformers pads shorter sequences
+          got.resize(want.size(), ReturnedPadId(m.spec));  // transformers pads shorter sequences
           CHECK(got == want);
         }
         ++runs;
@@ -122,6 +122,7 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
     if (!fm.reference.contains("batched_left_padded")) continue;
     auto model = engine::Blip2Model::Load({fm.dir, TestDevice(), "float32"}, /*with_language_model=*/true);
     REQUIRE(model.ok());
+    REQUIRE((*model)->opt);  // left padding is an OPT (decoder-only) batch
     const engine::Blip2Model& m = **model;
     c10::InferenceMode guard;
     const json& b = fm.reference["batched_left_padded"];
@@ -203,12 +204,15 @@ namespace blip2::testing {
 namespace {
 
 // float16 / bfloat16 against our own float32 (fixtures README): teacher-forced
-// logits within relative L2 1e-2 (float16) and 3e-2 (bfloat16); greedy ids
+// logits within relative L2 1e-2 (float16) and 3e-2 (bfloat16; 6e-2 for T5,
+// whose unscaled attention scores bfloat16 rounds coarsely: transformers' own
+// bfloat16 misses float32 by 0.042 on blip2-tiny-flan-t5, see
+// docs/generation.md); greedy ids
 // identical up to the first step where float32's top two logits are within 0.1
 // of each other (a near-tie half precision may legitimately break).
 TEST_CASE("parity: half-precision logits and greedy ids against float32") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
-  for (const OptCaseFolder& folder : DiscoverOptCaseFolders(FixturesDir())) {
+  for (const CaseFolder& folder : DiscoverCaseFolders(FixturesDir())) {
     const std::string& dir = folder.dir;
     const json& reference = folder.reference;
     auto f32 = engine::Blip2Model::Load({dir, TestDevice(), "float32"}, true);
@@ -222,12 +226,6 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
       for (const auto& [case_name, c] : reference["cases"].items()) {
         const std::vector<int64_t> ids = c["input_ids"].get<std::vector<int64_t>>();
         const std::vector<float> pixels = ReferencePixels(models, c["image"].get<std::string>());
-        auto logits_of = [&](const engine::Blip2Model& m) {
-          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          return FullLogits(*m.opt, embeds, ids).cpu();
-        };
-        const at::Tensor a = logits_of(**f32), b = logits_of(**half);
-        worst = std::max(worst, ((b - a).norm() / a.norm()).item<double>());
         // Greedy, 12 steps, stop ids suppressed.
         engine::GenerationOverrides o;
         o.max_new_tokens = 12;
@@ -238,10 +236,21 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         hooks.on_logits = [&](const at::Tensor& l) { steps.push_back(l[0].cpu().clone()); };
         auto greedy = [&](const engine::Blip2Model& m, const engine::GenerationHooks& h) {
           const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          return engine::Generate(*m.opt, embeds, ids, p, h)[0].tokens;
+          return engine::Generate(m.decoder(), FirstStep(m, embeds, ids), p, h)[0].tokens;
         };
         const auto ref_ids = greedy(**f32, hooks);
         const auto half_ids = greedy(**half, {});
+        // Teacher-forced logits: OPT over the prompt, T5 over the start token
+        // and float32's greedy ids.
+        auto logits_of = [&](const engine::Blip2Model& m) {
+          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
+          if (m.opt) return FullLogits(*m.opt, embeds, ids).cpu();
+          std::vector<int64_t> decoder_ids = FirstStep(m, embeds, ids).token_ids;
+          decoder_ids.insert(decoder_ids.end(), ref_ids.begin(), ref_ids.end());
+          return m.t5->Decode(m.t5->Encode(embeds, ids), decoder_ids).cpu();
+        };
+        const at::Tensor a = logits_of(**f32), b = logits_of(**half);
+        worst = std::max(worst, ((b - a).norm() / a.norm()).item<double>());
         for (size_t s = 0; s < ref_ids.size(); ++s) {
           if (half_ids[s] == ref_ids[s]) {
             ++compared_steps;
@@ -253,9 +262,10 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
           break;
         }
       }
+      const double bound = (*f32)->t5 && dtype == "bfloat16" ? 6e-2 : tolerance;
       std::printf("PARITY %-22s %-9s teacher-forced logits relative L2 %.3g (tolerance %.3g), %d greedy steps equal\n",
-                  folder.name.c_str(), dtype.c_str(), worst, tolerance, compared_steps);
-      CHECK(worst <= tolerance);
+                  folder.name.c_str(), dtype.c_str(), worst, bound, compared_steps);
+      CHECK(worst <= bound);
     }
   }
 }
