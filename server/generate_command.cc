@@ -120,7 +120,7 @@ int RunRequestsFile(engine::Engine& engine, const std::string& path, int64_t max
 
 int RunGenerate(const std::vector<std::string>& args) {
   std::vector<std::string> known = {"model", "image", "prompt", "question", "device", "dtype", "max-image-pixels",
-                                    "requests", "kv-cache-mb"};
+                                    "requests", "kv-cache-mb", "max-prompt-tokens"};
   known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
   auto flags = CliFlags::Parse(args, known, {"stream", "ids"});
   if (!flags.ok()) return Fail(flags.status());
@@ -138,10 +138,13 @@ int RunGenerate(const std::vector<std::string>& args) {
   if (!max_pixels.ok()) return Fail(max_pixels.status());
   auto kv_mb = flags->GetInt("kv-cache-mb", 256);
   if (!kv_mb.ok()) return Fail(kv_mb.status());
+  auto max_prompt_tokens = flags->GetInt("max-prompt-tokens", engine::EngineConfig().max_prompt_tokens);
+  if (!max_prompt_tokens.ok()) return Fail(max_prompt_tokens.status());
 
   // The same engine the server runs: vision batcher, continuous batching, paged KV cache.
   engine::EngineConfig config;
   config.kv_cache_bytes = *kv_mb << 20;
+  config.max_prompt_tokens = *max_prompt_tokens;
   auto engine = engine::Engine::Start({model_dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32")}, config);
   if (!engine.ok()) return Fail(engine.status());
   if (flags->Has("requests")) return RunRequestsFile(**engine, flags->Get("requests", ""), *max_pixels);

@@ -33,8 +33,18 @@ absl::Status Bad(const std::string& file, const std::string& problem) {
 absl::StatusOr<std::unique_ptr<UnigramTokenizer>> UnigramTokenizer::Load(const std::string& model_dir) {
   const std::string path = common::JoinPath(model_dir, "tokenizer.json");
   auto text = common::ReadFile(path);
-  if (!text.ok()) return text.status();
-  return FromJson(*text, path);
+  if (text.ok()) return FromJson(*text, path);
+  // The released checkpoints ship both files; we read the SentencePiece model
+  // from tokenizer.json (see docs/generation.md), so say what to do when only
+  // spiece.model (or neither) is there.
+  const std::string spiece = common::JoinPath(model_dir, "spiece.model");
+  if (common::ReadFile(spiece).ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": not found; this folder has only spiece.model. Write tokenizer.json next to it with "
+        "transformers: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)"));
+  }
+  return absl::NotFoundError(absl::StrCat(model_dir, ": no tokenizer: a Flan-T5 checkpoint needs spiece.model "
+                                          "and its tokenizer.json (neither is there)"));
 }
 
 absl::StatusOr<std::unique_ptr<UnigramTokenizer>> UnigramTokenizer::FromJson(const std::string& json_text,

@@ -1,7 +1,9 @@
 // Text generation through the engine's public face: streaming, stop strings,
 // sampling with seeds, and requests that must be refused without harming the
 // next one.
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include "engine/captioner.h"
 #include "engine/safetensors.h"
@@ -137,6 +139,47 @@ TEST_CASE("captioner: the prompt layout is <image> x Q, BOS, prompt; VQA uses th
   CHECK(QuestionPrompt("what animal is this?") == "Question: what animal is this? Answer:");
   CHECK(Captioner::Load({testing::FixturesDir() + "/blip2-tiny-itm"}).status().code() ==
         absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace blip2::engine
+
+namespace blip2::engine {
+namespace {
+
+// A copy of the tiny Flan-T5 folder without the named files.
+std::string T5FolderWithout(const std::vector<std::string>& removed) {
+  const std::string dir = testing::MakeTempDir();
+  for (const auto& entry : std::filesystem::directory_iterator(testing::FixturesDir() + "/blip2-tiny-flan-t5")) {
+    const std::string name = entry.path().filename().string();
+    if (std::find(removed.begin(), removed.end(), name) == removed.end()) {
+      std::filesystem::copy_file(entry.path(), dir + "/" + name);
+    }
+  }
+  return dir;
+}
+
+TEST_CASE("captioner: Flan-T5 answers; a folder without its tokenizer files is refused naming them") {
+  auto t5 = Captioner::Load({testing::FixturesDir() + "/blip2-tiny-flan-t5"});
+  REQUIRE(t5.ok());
+  CaptionRequest r;
+  r.pixels = ChelseaPixels();
+  r.prompt = QuestionPrompt("what animal is this?");
+  r.overrides.max_new_tokens = 4;
+  auto answer = (*t5)->Generate(r);
+  REQUIRE(answer.ok());
+  CHECK(answer->sequences[0].token_ids.size() == 4);
+  // T5's prompt: <image> x Q, the question's pieces, then </s>.
+  auto ids = (*t5)->InputIds(r.prompt);
+  REQUIRE(ids.ok());
+  CHECK((*t5)->tokenizer().Decode({ids->back()}, /*skip_special_tokens=*/false).value_or("") == "</s>");
+
+  const auto neither = Captioner::Load({T5FolderWithout({"tokenizer.json", "spiece.model"})});
+  CHECK(absl::IsNotFound(neither.status()));
+  CHECK_THAT(std::string(neither.status().message()), Catch::Contains("needs spiece.model"));
+  const auto spiece_only = Captioner::Load({T5FolderWithout({"tokenizer.json"})});
+  CHECK(absl::IsNotFound(spiece_only.status()));
+  CHECK_THAT(std::string(spiece_only.status().message()), Catch::Contains("only spiece.model"));
 }
 
 }  // namespace

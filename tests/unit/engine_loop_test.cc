@@ -1,6 +1,7 @@
-// The serving engine with the tiny OPT fixture: concurrent requests get
-// exactly the ids they get alone (also under preemption), images are encoded
-// once, cancellation frees the KV cache, and faults end requests cleanly.
+// The serving engine with the tiny OPT fixture (and the tiny Flan-T5 one for
+// batching): concurrent requests get exactly the ids they get alone (also
+// under preemption), images are encoded once, cancellation frees the KV cache,
+// and faults end requests cleanly.
 #include <condition_variable>
 #include <filesystem>
 #include <cstring>
@@ -20,6 +21,7 @@ namespace blip2::engine {
 namespace {
 
 std::string Model() { return testing::FixturesDir() + "/blip2-tiny-opt"; }
+std::string T5Model() { return testing::FixturesDir() + "/blip2-tiny-flan-t5"; }
 
 std::vector<float> Pixels(const std::string& image) {
   auto file = SafetensorsFile::Open(Model() + "/reference.safetensors");
@@ -126,14 +128,14 @@ std::vector<CaptionRequest> Mix(int n) {
   return mix;
 }
 
-void ExpectSameAsAlone(const EngineConfig& config, int n) {
-  auto alone = Captioner::Load({Model()});
+void ExpectSameAsAlone(const EngineConfig& config, int n, const std::string& model = Model()) {
+  auto alone = Captioner::Load({model});
   REQUIRE(alone.ok());
   const std::vector<CaptionRequest> mix = Mix(n);
   std::vector<std::vector<int64_t>> expected;
   for (const CaptionRequest& r : mix) expected.push_back((*alone)->Generate(r)->sequences[0].token_ids);
 
-  auto engine = Engine::Start({Model()}, config);
+  auto engine = Engine::Start({model}, config);
   REQUIRE(engine.ok());
   std::vector<std::shared_ptr<Collector>> sinks;
   for (int i = 0; i < n; ++i) {
@@ -169,6 +171,31 @@ TEST_CASE("engine: the same under forced preemption (a tiny KV cache)") {
   tight.kv_blocks = 10;  // 40 positions: a few sequences at a time
   tight.kv_watermark = 0;
   ExpectSameAsAlone(tight, 24);
+}
+
+// T5: the encoder runs once per request (batched with the others admitted in
+// the same iteration), then the decoder steps join the same continuous batch.
+TEST_CASE("engine: T5, 30 staggered concurrent requests produce exactly the ids they produce alone") {
+  ExpectSameAsAlone(EngineConfig{}, 30, T5Model());
+}
+
+TEST_CASE("engine: T5 under forced preemption (re-prefill of the start token and the generated ids)") {
+  EngineConfig tight;
+  tight.kv_block_size = 4;
+  tight.kv_blocks = 10;
+  tight.kv_watermark = 0;
+  ExpectSameAsAlone(tight, 24, T5Model());
+}
+
+TEST_CASE("engine: T5 prompts over max_prompt_tokens are refused naming the limit") {
+  EngineConfig config;
+  config.max_prompt_tokens = 3;
+  auto engine = Engine::Start({T5Model()}, config);
+  REQUIRE(engine.ok());
+  EngineRequest req{Pixels("chelsea"), "a photo of a cat on a mat", {}, 0, std::nullopt};
+  const auto id = (*engine)->Submit(std::move(req), std::make_shared<Collector>());
+  CHECK(absl::IsInvalidArgument(id.status()));
+  CHECK_THAT(std::string(id.status().message()), Catch::Contains("max_prompt_tokens"));
 }
 
 TEST_CASE("engine: many requests on one image run the encoder once") {
