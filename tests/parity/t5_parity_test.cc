@@ -19,7 +19,7 @@
 namespace blip2::testing {
 namespace {
 
-TEST_CASE("parity: T5 decoder logits, step logits and greedy generation match transformers") {
+TEST_CASE("parity: T5 decoder logits in one prefill, greedy by recomputation and the batched encoder match transformers") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   int checked = 0;
   for (const FixtureModel& fm : models) {

@@ -159,7 +159,7 @@ std::string T5FolderWithout(const std::vector<std::string>& removed) {
   return dir;
 }
 
-TEST_CASE("captioner: Flan-T5 answers; a folder without its tokenizer files is refused naming them") {
+TEST_CASE("captioner: Flan-T5 answers, and a folder without its tokenizer files is refused naming them") {
   auto t5 = Captioner::Load({testing::FixturesDir() + "/blip2-tiny-flan-t5"});
   REQUIRE(t5.ok());
   CaptionRequest r;

@@ -270,8 +270,8 @@ TEST_CASE("engine: prompts over max_prompt_tokens are refused naming the limit")
   CHECK_THAT(std::string(id.status().message()), Catch::Contains("max_prompt_tokens"));
 }
 
-TEST_CASE("engine: cancelling half of the requests mid-stream leaves no KV block in use") {
-  auto engine = Engine::Start({Model()});
+void CancelHalfMidStream(const std::string& model) {
+  auto engine = Engine::Start({model});
   REQUIRE(engine.ok());
   std::vector<std::shared_ptr<Collector>> sinks;
   std::vector<int64_t> ids;
@@ -301,6 +301,14 @@ TEST_CASE("engine: cancelling half of the requests mid-stream leaves no KV block
   const EngineStats stats = (*engine)->Stats();
   CHECK(stats.kv_blocks_used == 0);
   CHECK(stats.running == 0);
+}
+
+TEST_CASE("engine: cancelling half of the requests mid-stream leaves no KV block in use") {
+  CancelHalfMidStream(Model());
+}
+
+TEST_CASE("engine: T5, cancelling half of the requests mid-stream leaves no KV block in use") {
+  CancelHalfMidStream(T5Model());
 }
 
 TEST_CASE("engine: bad requests and shutdown") {
