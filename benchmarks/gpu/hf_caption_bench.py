@@ -1,6 +1,8 @@
 """transformers' numbers for our caption workload, on the checkpoint folder
 our engine is measured on (same weights): greedy captions with exactly
-NEW new tokens (min_new_tokens = max_new_tokens), no prompt.
+NEW new tokens (min_new_tokens = max_new_tokens), no prompt. OPT or Flan-T5
+checkpoints (the input ids: the <image> placeholders, then BOS for OPT or
+</s> for T5, as Blip2Processor lays out an empty prompt).
 
     python3 hf_caption_bench.py MODEL_DIR OUT.json [--device cuda|cpu] [--dtype float16|float32]
         [--batches 1,8,64] [--new-tokens 32] [--iters 3]
@@ -24,7 +26,7 @@ def main():
     parser.add_argument("model")
     parser.add_argument("out")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="float16")
+    parser.add_argument("--dtype", default="float16")  # float16, bfloat16 or float32
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--iters", type=int, default=3)
@@ -35,7 +37,8 @@ def main():
     cfg = model.config
     size = cfg.vision_config.image_size
     image_token = cfg.image_token_index
-    bos = cfg.text_config.bos_token_id
+    t5 = cfg.text_config.model_type == "t5"
+    tail = cfg.text_config.eos_token_id if t5 else cfg.text_config.bos_token_id
     queries = cfg.num_query_tokens
 
     def sync():
@@ -58,7 +61,7 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     with torch.inference_mode():
         for batch in batches:
-            ids = torch.tensor([[image_token] * queries + [bos]] * batch, device=dev)
+            ids = torch.tensor([[image_token] * queries + [tail]] * batch, device=dev)
             pixels = torch.randn(batch, 3, size, size, device=dev, dtype=dtype)
 
             def generate(n):
@@ -77,7 +80,8 @@ def main():
         batch = max(batches)
         pixels = torch.randn(batch, 3, size, size, device=dev, dtype=dtype)
         t_image = timed(lambda: model.get_image_features(pixel_values=pixels))
-    report = {"benchmark": "transformers_caption", "model": args.model, "device": str(dev), "dtype": args.dtype,
+    report = {"benchmark": "transformers_caption", "model": args.model, "model_type": cfg.text_config.model_type,
+              "device": str(dev), "dtype": args.dtype,
               "torch": torch.__version__, "results": rows,
               "image_path": {"batch": batch, "images_per_s": batch / t_image, "ms": t_image * 1e3}}
     if dev.type == "cuda":

@@ -1,94 +1,129 @@
 #!/usr/bin/env bash
-# One GPU session, one call (at most 8 minutes):
-#  1. build the engine against the GPU machine's LibTorch with CUDA;
-#  2. write a random-weight checkpoint of the full blip2-opt-2.7b shape with
-#     transformers' save_pretrained (float16, local disk), so both sides below
-#     load the very same weights;
-#  3. run the tests on CUDA (parity: float32 against the fixtures; float16 and
-#     bfloat16 against our float32, greedy ids included);
-#  4. measure our engine (image path at batch 1..64, generation at batch 1, 8
-#     and 64, the engine under load) and transformers (generate at batch 1, 8,
-#     64; the image path at 64) on that checkpoint, same workload: greedy
-#     captions, exactly 32 new tokens;
-#     and 5,000 more captions watching host and device memory (no growth);
-#  5. print one table and write benchmarks/results/gpu-<gpu>.json
+# A GPU session in one or two calls (15 minutes of device time in all):
+#  1. build the engine against the GPU machine's LibTorch with CUDA, and
+#     meanwhile write random-weight checkpoints of the full blip2-flan-t5-xl
+#     (bfloat16) and blip2-opt-2.7b (float16) shapes with transformers'
+#     save_pretrained (local disk, weights drawn on the GPU), so both sides
+#     below load the very same weights;
+#  2. run the tests on CUDA (parity: float32 against the fixtures; float16 and
+#     bfloat16 against our float32, greedy ids included; the engine's batching
+#     tests, OPT and T5);
+#  3. measure our engine and transformers on each checkpoint, same workload
+#     (greedy captions, exactly 32 new tokens): generate at batch 1, 8, 64 and
+#     our engine under load; for OPT also the image path and 5,000 more
+#     captions watching host and device memory (no growth);
+#  4. print one table per model and write benchmarks/results/gpu-<gpu>.json
+#     (OPT, with [E]'s targets) and gpu-<gpu>-flan-t5-xl.json
 #     (benchmarks/gpu/report.py), plus every raw JSON.
+#
+# BLIP2_GPU_PHASE: all (default), build (steps 1-2) or bench (steps 3-4, on
+# the build and checkpoints a warm machine kept from a build call). Every
+# measurement runs under `timeout`, and none starts after BLIP2_GPU_DEADLINE_S
+# seconds (default 480), so a slow step costs its own numbers, not the rest.
 #
 # Prepare on the CPU machine: bash benchmarks/gpu/prepare.sh
 # Device call: carry [".gpu"], command: bash benchmarks/gpu/run.sh
 # Results land in $OUT (the device tool) or benchmarks/results/ (elsewhere).
 #
-# BLIP2_GPU_SMOKE=1 runs steps 2-5 on this CPU with the tiny shape (float32,
-# few iterations, the existing build/), to check the script before spending
-# GPU time. BLIP2_GPU_BUILD_ONLY=1 stops after step 1.
+# BLIP2_GPU_SMOKE=1 runs the checkpoint and measurement steps on this CPU
+# with the tiny shapes (float32, few iterations, the existing build/), to
+# check the script before spending GPU time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 smoke=${BLIP2_GPU_SMOKE:-0}
+phase=${BLIP2_GPU_PHASE:-all}
+deadline=${BLIP2_GPU_DEADLINE_S:-480}
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
-runs=$(mktemp -d)
-log="$out/gpu_run.log"
+log="$out/gpu_run_$phase.log"
 exec > >(tee "$log") 2>&1
 start=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+time_left() { (( $(date +%s) - start < deadline )) || { echo "skipped: past the ${deadline} s deadline"; return 1; }; }
 
 if [[ $smoke == 1 ]]; then
-  device=cpu dtype=float32 shape=tiny build=build iters=2 concurrency=8,32 batches=1,8 soak=2000 kv_mb=64
-  model=$runs/checkpoint
+  device=cpu build=build iters=2 batches=1,8 soak=2000 kv_mb=64 concurrency=8,32 requests=64
+  opt_shape=tiny opt_dtype=float32 t5_shape=tiny-t5 t5_dtype=float32
+  ckpt=/tmp/blip2-gpu-smoke
 else
-  device=cuda dtype=float16 shape=opt-2.7b build=build-gpu iters=5 concurrency=64,128,256 batches=1,8,64 soak=5000
-  kv_mb=20000
-  model=/tmp/blip2-opt-2.7b-random
-
-  step "machine"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
-
-  step "unpack carried packages"
-  prefix=$PWD/.gpu/root
-  mkdir -p "$prefix"
-  for deb in .gpu/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
-  export LD_LIBRARY_PATH=$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-
-  step "configure and build (engine only, CUDA)"
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLIP2_ENGINE_ONLY=ON -DBLIP2_CUDA=ON \
-    -DCMAKE_PREFIX_PATH="$prefix/usr" || exit 1
-  ninja -C build-gpu -j16 || exit 1
-  [[ ${BLIP2_GPU_BUILD_ONLY:-0} == 1 ]] && { echo "build only: done"; exit 0; }
+  device=cuda build=build-gpu iters=3 batches=1,8,64 soak=5000 kv_mb=20000 concurrency=64,128,256 requests=512
+  opt_shape=opt-2.7b opt_dtype=float16 t5_shape=flan-t5-xl t5_dtype=bfloat16
+  ckpt=/tmp/blip2-gpu
 fi
-
-step "checkpoint: random $shape weights through transformers save_pretrained ($dtype)"
-[[ -f $model/config.json ]] || python3 benchmarks/gpu/make_checkpoint.py "$model" --shape "$shape" \
-  --dtype "$( [[ $dtype == float32 ]] && echo float32 || echo float16 )" || exit 1
+opt_model=$ckpt/$opt_shape t5_model=$ckpt/$t5_shape
+make_checkpoint() {  # shape dtype dir
+  [[ -f $3/config.json ]] || python3 benchmarks/gpu/make_checkpoint.py "$3" --shape "$1" --dtype "$2"
+}
 
 tests_rc=0
-if [[ $smoke != 1 ]]; then
-  step "tests on CUDA (parity: float32 vs fixtures, float16/bfloat16 vs float32)"
-  BLIP2_TEST_DEVICE=cuda ctest --test-dir build-gpu --output-on-failure -j4
-  tests_rc=$?
-  BLIP2_TEST_DEVICE=cuda build-gpu/tests/image_path_parity_tests 2>&1 | grep PARITY > "$out/gpu_parity.txt"
+if [[ $phase != bench ]]; then
+  step "checkpoints: random $t5_shape ($t5_dtype) and $opt_shape ($opt_dtype) weights, in the background"
+  (make_checkpoint "$t5_shape" "$t5_dtype" "$t5_model" && make_checkpoint "$opt_shape" "$opt_dtype" "$opt_model") &
+  checkpoints=$!
+  if [[ $smoke != 1 ]]; then
+    step "machine"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+
+    step "unpack carried packages"
+    prefix=$PWD/.gpu/root
+    mkdir -p "$prefix"
+    for deb in .gpu/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
+
+    step "configure and build (engine only, CUDA)"
+    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLIP2_ENGINE_ONLY=ON -DBLIP2_CUDA=ON \
+      -DCMAKE_PREFIX_PATH="$prefix/usr" || exit 1
+    ninja -C build-gpu -j14 || exit 1
+
+    step "tests on CUDA (parity: float32 vs fixtures, float16/bfloat16 vs float32; engine batching)"
+    BLIP2_TEST_DEVICE=cuda timeout 240 ctest --test-dir build-gpu --output-on-failure -j4
+    tests_rc=$?
+    BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/generation_parity_tests 2>&1 | grep PARITY > "$out/gpu_parity.txt"
+    BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/image_path_parity_tests 2>&1 | grep PARITY >> "$out/gpu_parity.txt"
+  fi
+  step "waiting for the checkpoints"
+  wait "$checkpoints" || { echo "checkpoint writing failed"; exit 1; }
+  ls -la "$t5_model" "$opt_model"
+  [[ $phase == build ]] && { step "build phase done (tests exit code $tests_rc)"; exit $tests_rc; }
 fi
 
-common=(--model "$model" --skip-tiny --skip-synthetic --device "$device" --dtype "$dtype")
-step "ours: image path, batch 1, 8, 32, 64"
-"$build/benchmarks/image_path_bench" "${common[@]}" --batches 1,8,32,64 --iters "$iters" --out "$runs/image_path.json"
-for batch in ${batches//,/ }; do
-  [[ $batch == 1 ]] && continue  # batch-1 figures come with every run
-  step "ours: generation at batch $batch, 32 new tokens"
-  "$build/benchmarks/generation_bench" "${common[@]}" --new-tokens 32 --batch "$batch" --iters "$iters" \
-    --out "$runs/generation_b$batch.json"
-done
-step "ours: the engine under load, 512 captions at $concurrency concurrent, then $soak more (memory)"
-"$build/benchmarks/engine_bench" --load-only --model "$model" --device "$device" --dtype "$dtype" --requests 512 \
-  --concurrency "$concurrency" --new-tokens 32 --kv-cache-mb "$kv_mb" --soak "$soak" --out "$runs/engine_load.json"
-step "transformers: generate and the image path on the same checkpoint"
-python3 benchmarks/gpu/hf_caption_bench.py "$model" "$runs/transformers.json" --device "$device" --dtype "$dtype" \
-  --batches "$batches" --new-tokens 32 --iters "$iters" || exit 1
+# One model: ours (generation at each batch, the engine under load, for OPT the
+# image path and the soak), transformers, then the combined report.
+measure() {  # label model dtype with_image_and_soak
+  local label=$1 model=$2 dtype=$3 full=$4
+  local runs=$out/raw-$label
+  mkdir -p "$runs"
+  local common=(--model "$model" --skip-tiny --skip-synthetic --device "$device" --dtype "$dtype")
+  if [[ $full == 1 ]] && step "$label ours: image path, batch 1, 8, 32, 64" && time_left; then
+    timeout 120 "$build/benchmarks/image_path_bench" "${common[@]}" --batches 1,8,32,64 --iters "$iters" \
+      --out "$runs/image_path.json"
+  fi
+  for batch in ${batches//,/ }; do
+    [[ $batch == 1 ]] && continue  # batch-1 figures come with every run
+    step "$label ours: generation at batch $batch, 32 new tokens" && time_left || continue
+    timeout 120 "$build/benchmarks/generation_bench" "${common[@]}" --new-tokens 32 --batch "$batch" \
+      --iters "$iters" --out "$runs/generation_b$batch.json"
+  done
+  local soak_flags=()
+  [[ $full == 1 ]] && soak_flags=(--soak "$soak")
+  if step "$label ours: the engine under load, $requests captions at $concurrency concurrent ${soak_flags[*]}" &&
+     time_left; then
+    timeout 180 "$build/benchmarks/engine_bench" --load-only --model "$model" --device "$device" --dtype "$dtype" \
+      --requests "$requests" --concurrency "$concurrency" --new-tokens 32 --kv-cache-mb "$kv_mb" "${soak_flags[@]}" \
+      --out "$runs/engine_load.json"
+  fi
+  if step "$label transformers: generate and the image path on the same checkpoint" && time_left; then
+    timeout 150 python3 benchmarks/gpu/hf_caption_bench.py "$model" "$runs/transformers.json" --device "$device" \
+      --dtype "$dtype" --batches "$batches" --new-tokens 32 --iters "$iters"
+  fi
+  step "$label report"
+  local gpu
+  gpu=$(python3 -c "import json; print(json.load(open('$runs/transformers.json')).get('gpu', 'cpu-smoke'))" |
+        tr ' A-Z' '-a-z') || return 1
+  python3 benchmarks/gpu/report.py "$runs" "$out/gpu-$gpu$5.json"
+}
 
-step "report"
-gpu=$(python3 -c "import json; print(json.load(open('$runs/transformers.json')).get('gpu', 'cpu-smoke'))" | tr ' A-Z' '-a-z')
-cp "$runs"/*.json "$out/" 2>/dev/null
-python3 benchmarks/gpu/report.py "$runs" "$out/gpu-$gpu.json"
-step "done (tests exit code $tests_rc)"
-rm -rf "$runs"
+measure flan-t5-xl "$t5_model" "$t5_dtype" 0 "-flan-t5-xl"
+measure opt-2.7b "$opt_model" "$opt_dtype" 1 ""
+step "done"
 exit $tests_rc
