@@ -51,8 +51,10 @@ else
   ckpt=/tmp/blip2-gpu
 fi
 opt_model=$ckpt/$opt_shape t5_model=$ckpt/$t5_shape
-make_checkpoint() {  # shape dtype dir
-  [[ -f $3/config.json ]] || python3 benchmarks/gpu/make_checkpoint.py "$3" --shape "$1" --dtype "$2"
+make_checkpoint() {  # shape dtype dir; .done marks a checkpoint written to the end
+  [[ -f $3/.done ]] && return 0
+  rm -rf "$3"
+  python3 benchmarks/gpu/make_checkpoint.py "$3" --shape "$1" --dtype "$2" && touch "$3/.done"
 }
 
 tests_rc=0
@@ -73,10 +75,10 @@ if [[ $phase != bench ]]; then
     step "configure and build (engine only, CUDA)"
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLIP2_ENGINE_ONLY=ON -DBLIP2_CUDA=ON \
       -DCMAKE_PREFIX_PATH="$prefix/usr" || exit 1
-    ninja -C build-gpu -j14 || exit 1
+    ninja -C build-gpu -j14 -k 0 || exit 1
 
     step "tests on CUDA (parity: float32 vs fixtures, float16/bfloat16 vs float32; engine batching)"
-    BLIP2_TEST_DEVICE=cuda timeout 240 ctest --test-dir build-gpu --output-on-failure -j4
+    BLIP2_TEST_DEVICE=cuda timeout ${BLIP2_GPU_TEST_S:-240} ctest --test-dir build-gpu --output-on-failure -j8
     tests_rc=$?
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/generation_parity_tests 2>&1 | grep PARITY > "$out/gpu_parity.txt"
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/image_path_parity_tests 2>&1 | grep PARITY >> "$out/gpu_parity.txt"
