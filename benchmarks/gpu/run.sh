@@ -51,6 +51,9 @@ else
   ckpt=/tmp/blip2-gpu
 fi
 opt_model=$ckpt/$opt_shape t5_model=$ckpt/$t5_shape
+# The carried Debian packages (abseil, spdlog, fmt) the GPU build links.
+prefix=$PWD/.gpu/root
+export LD_LIBRARY_PATH=$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 make_checkpoint() {  # shape dtype dir; .done marks a checkpoint written to the end
   [[ -f $3/.done ]] && return 0
   rm -rf "$3"
@@ -68,7 +71,6 @@ if [[ $phase != bench ]]; then
     python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
 
     step "unpack carried packages"
-    prefix=$PWD/.gpu/root
     mkdir -p "$prefix"
     for deb in .gpu/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
 
