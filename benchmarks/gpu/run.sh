@@ -60,6 +60,13 @@ make_checkpoint() {  # shape dtype dir; .done marks a checkpoint written to the 
   python3 benchmarks/gpu/make_checkpoint.py "$3" --shape "$1" --dtype "$2" && touch "$3/.done"
 }
 
+# Each device call brings .gpu anew (debs only): unpack them every time.
+if [[ $smoke != 1 ]]; then
+  step "unpack carried packages"
+  mkdir -p "$prefix"
+  for deb in .gpu/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
+fi
+
 tests_rc=0
 if [[ $phase != bench ]]; then
   step "checkpoints: random $t5_shape ($t5_dtype) and $opt_shape ($opt_dtype) weights, in the background"
@@ -70,9 +77,6 @@ if [[ $phase != bench ]]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
 
-    step "unpack carried packages"
-    mkdir -p "$prefix"
-    for deb in .gpu/debs/*.deb; do dpkg -x "$deb" "$prefix"; done
 
     step "configure and build (engine only, CUDA)"
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DBLIP2_ENGINE_ONLY=ON -DBLIP2_CUDA=ON \
