@@ -18,6 +18,10 @@ opts=(--num-beams 3 --num-return-sequences 2 --max-new-tokens 6)
 py_beams=$("${client[@]}" "${opts[@]}" answer "$image" "$question")
 cpp_beams=$("$blip2" client answer --target "$BLIP2_TARGET" --image "$image" --question "$question" "${opts[@]}")
 [ "$(printf '%s\n' "$py_beams" | wc -l)" -eq 2 ] && [ "$py_beams" == "$cpp_beams" ]
+# GenerateBatch: one line per item ("index<TAB>text"), each the caption a single call gives.
+caption=$("$blip2" client caption --target "$BLIP2_TARGET" --image "$image" --max-new-tokens 8)
+batch=$("${client[@]}" --max-new-tokens 8 batch "$image" "$image" | sort)
+[ "$batch" == "$(printf '0\t%s\n1\t%s' "$caption" "$caption")" ]
 info=$("$blip2" client info --target "$BLIP2_TARGET")
 grep -q 'model_type: "blip2-t5"' <<<"$info"
 grep -q 'architecture: "Blip2ForConditionalGeneration"' <<<"$info"
