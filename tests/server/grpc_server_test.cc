@@ -36,6 +36,17 @@ std::string Series(const std::string& rpc, const std::string& code) {
   return "blip2_requests_total{rpc=\"" + rpc + "\",code=\"" + code + "\"}";
 }
 
+// The model-independent tests run on both language models: the tiny OPT and
+// the tiny Flan-T5 (Catch2 runs the test case once per generated value).
+#define SERVED_MODEL() GENERATE(as<std::string>{}, "opt", "t5")
+
+// The fixture folder for a served model; `long_context`: one that can
+// generate ~1000 tokens (OPT's positions stretched; T5 has no position limit).
+std::string ModelDir(const std::string& kind, bool long_context = false) {
+  if (kind == "t5") return FixturesDir() + "/blip2-tiny-flan-t5";
+  return long_context ? LongContextModelDir() : FixturesDir() + "/blip2-tiny-opt";
+}
+
 grpc::Status CaptionWith(TestServer& server, const v1::DecodingOptions& options, v1::Completion* out = nullptr) {
   grpc::ClientContext ctx;
   v1::CaptionRequest request;
@@ -46,7 +57,9 @@ grpc::Status CaptionWith(TestServer& server, const v1::DecodingOptions& options,
 }
 
 TEST_CASE("Generate streams deltas in order, then exactly one final message") {
-  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model)));
   v1::GenerateRequest request;
   request.mutable_image()->set_data(ImageBytes("chelsea.jpg"));
   request.set_prompt("a photo of");
@@ -84,7 +97,9 @@ TEST_CASE("Generate streams deltas in order, then exactly one final message") {
 }
 
 TEST_CASE("Caption and Answer use the released prompt conventions") {
-  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model)));
   v1::Completion caption;
   REQUIRE(CaptionWith(server, v1::DecodingOptions(), &caption).ok());
   REQUIRE(caption.sequences_size() == 1);
@@ -108,7 +123,9 @@ TEST_CASE("Caption and Answer use the released prompt conventions") {
 }
 
 TEST_CASE("A slow reader gets tokens coalesced into fewer messages; the engine does not wait for it") {
-  TestServer server(TestConfig(LongContextModelDir()));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model, /*long_context=*/true)));
   // A client that reads nothing for a while, with a small HTTP/2 window: the
   // server's writes back up quickly.
   grpc::ChannelArguments args;
@@ -142,7 +159,9 @@ TEST_CASE("A slow reader gets tokens coalesced into fewer messages; the engine d
 }
 
 TEST_CASE("Cancelling mid-stream ends the request and frees its KV blocks") {
-  TestServer server(TestConfig(LongContextModelDir()));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model, /*long_context=*/true)));
   grpc::ClientContext ctx;
   auto reader = server.stub().Generate(&ctx, LongRequest(900));
   v1::GenerateResponse first;
@@ -159,7 +178,9 @@ TEST_CASE("Cancelling mid-stream ends the request and frees its KV blocks") {
 }
 
 TEST_CASE("A deadline shorter than the generation ends it with DEADLINE_EXCEEDED") {
-  TestServer server(TestConfig(LongContextModelDir()));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model, /*long_context=*/true)));
   const StreamResult r = ReadStream(server.stub(), LongRequest(900), [](grpc::ClientContext& ctx) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   });
@@ -209,7 +230,9 @@ TEST_CASE("Overload gets RESOURCE_EXHAUSTED while admitted requests complete") {
 }
 
 TEST_CASE("Bad input gets INVALID_ARGUMENT naming the problem, and the server goes on") {
-  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  config::ServerConfig cfg = TestConfig(ModelDir(model));
   cfg.mutable_limits()->set_max_message_bytes(96 * 1024);  // coffee.jpg is 72 KB
   cfg.mutable_limits()->set_max_prompt_tokens(16);
   TestServer server(cfg);
@@ -335,7 +358,9 @@ TEST_CASE("An image over max_image_pixels is refused before decoding") {
 }
 
 TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only itself") {
-  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model)));
   v1::GenerateBatchRequest request;
   request.add_items()->mutable_image()->set_data(ImageBytes("chelsea.jpg"));
   request.add_items()->mutable_image()->set_data("this is not an image");
@@ -370,7 +395,9 @@ TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only i
 }
 
 TEST_CASE("A registered image skips decoding and the encoder; release forgets it") {
-  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  const std::string model = SERVED_MODEL();
+  INFO(model);
+  TestServer server(TestConfig(ModelDir(model)));
   grpc::ClientContext c1, c2;
   v1::RegisterImageRequest reg;
   reg.set_data(ImageBytes("astronaut.png"));
@@ -430,6 +457,24 @@ TEST_CASE("GetModelInfo describes the model and the limits") {
   CHECK(info.limits().max_new_tokens() == 77);
   CHECK(info.limits().max_message_bytes() == 32 << 20);
   CHECK_FALSE(info.server_version().empty());
+  CHECK(info.architecture() == "Blip2ForConditionalGeneration");
+  CHECK(info.text_encoder_layers() == 0);
+}
+
+TEST_CASE("GetModelInfo describes a Flan-T5 model: its family, encoder and decoder depth, no position limit") {
+  TestServer server(TestConfig(ModelDir("t5")));
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  REQUIRE(server.stub().GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+  CHECK(info.model_type() == "blip2-t5");
+  CHECK(info.architecture() == "Blip2ForConditionalGeneration");
+  CHECK(info.model_name() == "blip2-tiny-flan-t5");
+  CHECK(info.text_hidden_size() == 32);
+  CHECK(info.text_layers() == 2);
+  CHECK(info.text_encoder_layers() == 2);
+  CHECK(info.vocab_size() == 216);
+  CHECK(info.max_position_embeddings() == 0);
+  CHECK(info.kv_cache_blocks() > 0);
 }
 
 TEST_CASE("Draining: health goes NOT_SERVING, new calls get UNAVAILABLE, streams in flight complete") {
