@@ -64,7 +64,12 @@ void CallRecord::Finished(const grpc::Status& status, int64_t generated_tokens) 
 }
 
 grpc::Status CallRecord::ClientGone() const {
-  if (const auto d = deadline(); d && Clock::now() >= *d) {
+  // The client's own deadline timer usually fires first: its cancellation
+  // reaches us before our copy of the deadline (counted from when we read the
+  // headers, so later by our queueing delay) has passed. A cancellation that
+  // close to the deadline is the deadline's doing.
+  constexpr auto kDeadlineSlack = std::chrono::seconds(1);
+  if (const auto d = deadline(); d && Clock::now() + kDeadlineSlack >= *d) {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed");
   }
   return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");

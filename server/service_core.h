@@ -49,7 +49,8 @@ class CallRecord {
   // Once, with the status the call ends with: metrics and the access-log line.
   void Finished(const grpc::Status& status, int64_t generated_tokens = 0);
   // The status to end with after the client went away: DEADLINE_EXCEEDED
-  // when its deadline has passed, else CANCELLED.
+  // when its deadline has passed or is less than a second away (the client's
+  // timer fires before ours), else CANCELLED.
   grpc::Status ClientGone() const;
 
   const std::string& id() const { return id_; }
