@@ -52,6 +52,46 @@ int SequenceLength(std::string_view b, size_t at, bool* truncated = nullptr) {
 bool IsLetter(char32_t c) { return InRanges(unicode_tables::kLetters, unicode_tables::kLettersSize, c); }
 bool IsNumber(char32_t c) { return InRanges(unicode_tables::kNumbers, unicode_tables::kNumbersSize, c); }
 bool IsWhiteSpace(char32_t c) { return InRanges(unicode_tables::kWhiteSpace, unicode_tables::kWhiteSpaceSize, c); }
+bool IsPunctuation(char32_t c) {
+  return InRanges(unicode_tables::kPunctuation, unicode_tables::kPunctuationSize, c);
+}
+bool IsCategoryOther(char32_t c) { return InRanges(unicode_tables::kOther, unicode_tables::kOtherSize, c); }
+bool IsNonspacingMark(char32_t c) {
+  return InRanges(unicode_tables::kNonspacingMarks, unicode_tables::kNonspacingMarksSize, c);
+}
+
+namespace {
+
+// Appends c's mapping in a table sorted by code point; false when it has none.
+bool AppendMapped(const CodeMapping* table, size_t size, const char32_t* chars, char32_t c, std::u32string* out) {
+  const CodeMapping* end = table + size;
+  const CodeMapping* it = std::lower_bound(table, end, c, [](const CodeMapping& m, char32_t v) { return m.code < v; });
+  if (it == end || it->code != c) return false;
+  out->append(chars + it->offset, it->length);
+  return true;
+}
+
+}  // namespace
+
+void AppendNfd(char32_t c, std::u32string* out) {
+  // Hangul syllables decompose by rule (Unicode 3.12) into two or three jamo.
+  constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
+  constexpr char32_t kVCount = 21, kTCount = 28, kSCount = 11172;
+  if (c >= kSBase && c < kSBase + kSCount) {
+    const char32_t s = c - kSBase;
+    out->push_back(kLBase + s / (kVCount * kTCount));
+    out->push_back(kVBase + (s % (kVCount * kTCount)) / kTCount);
+    if (s % kTCount != 0) out->push_back(kTBase + s % kTCount);
+    return;
+  }
+  using namespace unicode_tables;
+  if (!AppendMapped(kDecompositions, kDecompositionsSize, kDecompositionsChars, c, out)) out->push_back(c);
+}
+
+void AppendLowercase(char32_t c, std::u32string* out) {
+  using namespace unicode_tables;
+  if (!AppendMapped(kLowercase, kLowercaseSize, kLowercaseChars, c, out)) out->push_back(c);
+}
 
 bool IsValidUtf8(std::string_view text) {
   for (size_t i = 0; i < text.size();) {

@@ -13,6 +13,14 @@ struct CodeRange {
   char32_t first, last;
 };
 
+// A character and what it maps to: `length` code points at `offset` of the
+// table's character array.
+struct CodeMapping {
+  char32_t code;
+  uint32_t offset;
+  uint32_t length;
+};
+
 namespace unicode_tables {
 extern const CodeRange kLetters[];
 extern const size_t kLettersSize;
@@ -20,11 +28,30 @@ extern const CodeRange kNumbers[];
 extern const size_t kNumbersSize;
 extern const CodeRange kWhiteSpace[];
 extern const size_t kWhiteSpaceSize;
+extern const CodeRange kPunctuation[];
+extern const size_t kPunctuationSize;
+extern const CodeRange kOther[];
+extern const size_t kOtherSize;
+extern const CodeRange kNonspacingMarks[];
+extern const size_t kNonspacingMarksSize;
+extern const CodeMapping kDecompositions[];
+extern const size_t kDecompositionsSize;
+extern const char32_t kDecompositionsChars[];
+extern const CodeMapping kLowercase[];
+extern const size_t kLowercaseSize;
+extern const char32_t kLowercaseChars[];
 }  // namespace unicode_tables
 
-bool IsLetter(char32_t c);      // \p{L}
-bool IsNumber(char32_t c);      // \p{N}
-bool IsWhiteSpace(char32_t c);  // \s (White_Space)
+bool IsLetter(char32_t c);          // \p{L}
+bool IsNumber(char32_t c);          // \p{N}
+bool IsWhiteSpace(char32_t c);      // \s (White_Space)
+bool IsPunctuation(char32_t c);     // \p{P}
+bool IsCategoryOther(char32_t c);   // \p{C}: Cc, Cf, Cn, Co, Cs
+bool IsNonspacingMark(char32_t c);  // \p{Mn}
+// Appends c's full canonical decomposition (NFD, without reordering marks).
+void AppendNfd(char32_t c, std::u32string* out);
+// Appends c's lowercase mapping (one or more code points; c when it has none).
+void AppendLowercase(char32_t c, std::u32string* out);
 
 // True when `text` is well-formed UTF-8.
 bool IsValidUtf8(std::string_view text);

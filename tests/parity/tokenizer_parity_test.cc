@@ -7,6 +7,7 @@
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/stream_decoder.h"
 #include "engine/tokenizer/unigram_tokenizer.h"
+#include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/test_support.h"
@@ -68,6 +69,63 @@ TEST_CASE("parity: SentencePiece unigram tokenizer ids and decoded text match tr
     checked += CheckTokenizer(m, **tok);
   }
   CHECK(checked > 0);
+}
+
+// Retrieval fixtures: reference.json "texts" with transformers' padded
+// "input_ids" and "attention_mask"; and tests/data/wordpiece_reference.json,
+// strings for every normaliser rule (made by scripts/make_wordpiece_reference.py
+// from the fixture named there), with and without truncation.
+TEST_CASE("parity: WordPiece tokenizer ids match transformers") {
+  int checked = 0;
+  for (const FixtureModel& m : DiscoverModels(FixturesDir())) {
+    if (!HasTokenizer(m, "WordPiece") || !m.reference.contains("texts")) continue;
+    auto tok = engine::WordPieceTokenizer::Load(m.dir);
+    INFO(m.name << ": " << tok.status().ToString());
+    REQUIRE(tok.ok());
+    const auto texts = m.reference["texts"].get<std::vector<std::string>>();
+    const auto ids = m.reference["input_ids"].get<std::vector<std::vector<int64_t>>>();
+    const auto mask = m.reference["attention_mask"].get<std::vector<std::vector<int64_t>>>();
+    for (size_t i = 0; i < texts.size(); ++i) {
+      std::vector<int64_t> want;
+      for (size_t t = 0; t < ids[i].size(); ++t) {
+        if (mask[i][t] != 0) want.push_back(ids[i][t]);
+      }
+      CHECK((*tok)->Encode(texts[i], 512).ids == want);
+      CHECK(ids[i].back() == (mask[i].back() != 0 ? ids[i].back() : (*tok)->pad_id()));
+      ++checked;
+    }
+  }
+  const std::string data = std::string(BLIP2_SOURCE_DIR) + "/tests/data/wordpiece_reference.json";
+  const nlohmann::json reference = nlohmann::json::parse(*common::ReadFile(data));
+  auto tok = engine::WordPieceTokenizer::Load(FixturesDir() + "/" + reference["tokenizer"].get<std::string>());
+  REQUIRE(tok.ok());
+  for (const auto& c : reference["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const int64_t max_length = c["max_length"].get<int64_t>();
+    INFO("\"" << text << "\" max_length " << max_length);
+    const auto got = (*tok)->Encode(text, max_length > 0 ? max_length : 1 << 20);
+    CHECK(got.ids == c["ids"].get<std::vector<int64_t>>());
+    CHECK(got.truncated == (max_length > 0 && static_cast<int64_t>(got.ids.size()) == max_length));
+    ++checked;
+  }
+  for (const auto& [text, normalized] : reference["normalized"].items()) {
+    INFO("normalize \"" << text << "\"");
+    CHECK((*tok)->Normalize(text) == normalized.get<std::string>());
+  }
+  std::printf("PARITY WordPiece: %d encodings compared\n", checked);
+  CHECK(checked > 20);
+}
+
+TEST_CASE("wordpiece tokenizer: bad files name the problem") {
+  CHECK(absl::IsNotFound(engine::WordPieceTokenizer::Load("/nonexistent").status()));
+  CHECK_THAT(engine::WordPieceTokenizer::FromJson("{}", "t.json").status().ToString(),
+             Catch::Contains("t.json: not a tokenizer.json"));
+  CHECK_THAT(engine::WordPieceTokenizer::FromJson(R"({"model": {"type": "BPE"}})", "t.json").status().ToString(),
+             Catch::Contains("model.type is not \"WordPiece\""));
+  CHECK_THAT(engine::WordPieceTokenizer::FromJson(R"({"model": {"type": "WordPiece", "vocab": {"a": 0}}})", "t.json")
+                 .status()
+                 .ToString(),
+             Catch::Contains("[UNK] is not in the vocabulary"));
 }
 
 TEST_CASE("unigram tokenizer: bad files name the problem") {
