@@ -53,6 +53,10 @@ absl::StatusOr<std::unique_ptr<Blip2Model>> Blip2Model::Load(const EngineOptions
     WeightLoader weights(*model->checkpoint, model->device);
     ASSIGN_OR_RETURN(ImagePath path, ImagePath::Load(weights, c, model->dtype));
     model->image_path.emplace(std::move(path));
+    if (c.is_retrieval() && c.qformer.use_qformer_text_input) {
+      ASSIGN_OR_RETURN(RetrievalHeads heads, RetrievalHeads::Load(weights, c, model->dtype));
+      model->retrieval.emplace(std::move(heads));
+    }
     if (with_language_model && c.language_model == LanguageModelKind::kOpt) {
       ASSIGN_OR_RETURN(OptDecoder opt, OptDecoder::Load(weights, c.opt, c.image_token_index, model->dtype));
       model->opt.emplace(std::move(opt));

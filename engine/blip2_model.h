@@ -16,6 +16,7 @@
 #include "engine/image_path.h"
 #include "engine/model_config.h"
 #include "engine/opt_decoder.h"
+#include "engine/retrieval_heads.h"
 #include "engine/t5_model.h"
 #include "engine/text_decoder.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -33,6 +34,8 @@ struct Blip2Model {
   std::optional<OptDecoder> opt;
   std::optional<T5Model> t5;
   std::unique_ptr<Tokenizer> tokenizer;
+  // Retrieval checkpoints: the text side of ITC and ITM.
+  std::optional<RetrievalHeads> retrieval;
 
   // Statuses name the file, tensor or field at fault. UNIMPLEMENTED asking for
   // the language model of a retrieval checkpoint (it has none).

@@ -32,6 +32,7 @@ class ImagePath {
   ImagePathOutput Forward(const at::Tensor& pixels) const;
 
   at::ScalarType dtype() const { return vision_.dtype(); }
+  const QFormer& qformer() const { return qformer_; }
 
  private:
   ImagePath(VisionEncoder vision, QFormer qformer) : vision_(std::move(vision)), qformer_(std::move(qformer)) {}

@@ -72,6 +72,14 @@ KvCache OptDecoder::MakeSlotCache(int64_t slots, int64_t max_len) const {
 }
 
 at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const {
+  return Run(inputs, cache, /*logits=*/true);
+}
+
+at::Tensor OptDecoder::HiddenStates(const std::vector<DecoderInput>& inputs, KvCache& cache) const {
+  return Run(inputs, cache, /*logits=*/false);
+}
+
+at::Tensor OptDecoder::Run(const std::vector<DecoderInput>& inputs, KvCache& cache, bool logits) const {
   const at::Device dev = device();
   const int64_t d = config_.hidden_size;
   const int64_t heads = config_.num_attention_heads;
@@ -253,6 +261,7 @@ at::Tensor OptDecoder::Step(const std::vector<DecoderInput>& inputs, KvCache& ca
   h = h.index_select(0, upload.Get(logit_rows_at));
   if (final_norm_) h = (*final_norm_)(h);
   if (project_out_) h = (*project_out_)(h);
+  if (!logits) return h;
   return at::linear(h, lm_head_).to(at::kFloat);
 }
 

@@ -32,6 +32,10 @@ class OptDecoder : public TextDecoder {
   // Call under c10::InferenceMode. Callers check positions fit the cache and
   // max_position_embeddings.
   at::Tensor Step(const std::vector<DecoderInput>& inputs, KvCache& cache) const override;
+  // The same step, returning the decoder's last hidden state (after the final
+  // LayerNorm and project_out) instead of logits: transformers'
+  // Blip2Model.get_text_features.
+  at::Tensor HiddenStates(const std::vector<DecoderInput>& inputs, KvCache& cache) const;
 
   // A paged cache shaped for this model.
   KvCache MakeCache(int64_t num_blocks, int64_t block_size) const override;
@@ -43,6 +47,8 @@ class OptDecoder : public TextDecoder {
   at::Device device() const { return embed_tokens_.device(); }
 
  private:
+  at::Tensor Run(const std::vector<DecoderInput>& inputs, KvCache& cache, bool logits) const;
+
   struct Layer {
     Linear q, k, v, out, fc1, fc2;
     std::optional<LayerNorm> attn_norm, mlp_norm;

@@ -79,6 +79,19 @@ at::Tensor QFormer::ForwardQueries(const at::Tensor& image_embeds) const {
   return Forward(input);
 }
 
+at::Tensor QFormer::ForwardQueriesWithText(const at::Tensor& image_embeds, const at::Tensor& text_embeds,
+                                           const at::Tensor& text_mask) const {
+  const int64_t batch = image_embeds.size(0);
+  QFormerInput input;
+  input.query_embeds = query_tokens_.expand({batch, -1, -1});
+  input.text_embeds = text_embeds;
+  // The queries see everything; the text rows' padding is masked for all.
+  const at::Tensor query_mask = at::ones({batch, num_queries()}, text_mask.options());
+  input.attention_mask = at::cat({query_mask, text_mask}, 1);
+  input.image_embeds = image_embeds;
+  return Forward(input);
+}
+
 at::Tensor QFormer::Forward(const QFormerInput& input) const {
   TORCH_CHECK(!input.text_embeds.defined() || config_.use_qformer_text_input,
               "this Q-Former has no text weights (use_qformer_text_input is false)");

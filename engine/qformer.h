@@ -36,6 +36,14 @@ class QFormer {
   // query rows cross-attending to the image. Returns [B, Q + L, H] float32.
   at::Tensor Forward(const QFormerInput& input) const;
 
+  // Image-text matching: the learned queries, then the embedded text
+  // [B, L, H] (its mask [B, L] of 1/0), the queries cross-attending to
+  // image_embeds [B, T, Dv]. Returns [B, Q + L, H] float32.
+  at::Tensor ForwardQueriesWithText(const at::Tensor& image_embeds, const at::Tensor& text_embeds,
+                                    const at::Tensor& text_mask) const;
+
+  int64_t num_queries() const { return query_tokens_.size(1); }
+
  private:
   struct Attention {
     Linear query, key, value, dense;
