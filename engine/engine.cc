@@ -20,8 +20,10 @@
 #include "engine/generator.h"
 #include "engine/image_cache.h"
 #include "engine/logits_processors.h"
+#include "engine/retrieval_batch.h"
 #include "engine/text_streamer.h"
 #include "engine/tokenizer/unicode.h"
+#include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "engine/torch_util.h"
 #include "scheduler/scheduler.h"
 
@@ -49,6 +51,10 @@ struct Active {
   at::Tensor embeds;  // [Q, D] once the image is encoded (pinned in the cache)
   bool batched = true;  // continuous batching; false: the whole generator between steps
   bool register_only = false;  // RegisterImage: encode and pin, no generation
+  bool retrieve = false;       // SubmitRetrieval: `job` once the image (if any) is ready
+  bool has_image = true;       // false: a texts-only retrieval request
+  bool pinned = false;         // holds a pin on its image's cache entry
+  RetrievalJob job;
   std::vector<int64_t> generated;
   std::optional<at::Generator> rng;
   std::unique_ptr<TextStreamer> streamer;
@@ -61,6 +67,8 @@ struct Active {
 struct Engine::Impl {
   EngineConfig config;
   std::unique_ptr<Blip2Model> model;
+  std::unique_ptr<WordPieceTokenizer> text_tokenizer;  // retrieval checkpoints
+  int64_t max_text_tokens = 0;
   int64_t kv_blocks = 0;
 
   // Shared with submitting threads, under `mu`.
@@ -81,6 +89,7 @@ struct Engine::Impl {
   std::map<int64_t, std::unique_ptr<Active>> active;
   std::deque<int64_t> vision_queue;  // waiting for their image
   std::deque<int64_t> offline_queue; // image ready, to run through the whole generator
+  std::deque<int64_t> retrieval_queue;  // image ready (or none needed), to run in the next text batch
   std::unique_ptr<scheduler::Scheduler> sched;
   std::optional<KvCache> kv;
   std::unique_ptr<ImageCache> images;
@@ -95,6 +104,7 @@ struct Engine::Impl {
   void Route(Active& a);
   void RunVision(bool force);
   void RunOffline();
+  void RunRetrievalQueue();
   void RunStep();
   void Finish(int64_t id, const std::string& reason);
   void Fail(int64_t id, const absl::Status& status);
@@ -105,7 +115,8 @@ struct Engine::Impl {
   // woken by one sees them current.
   void UpdateGauges() {
     std::lock_guard<std::mutex> lock(mu);
-    stats.waiting = sched->num_waiting() + static_cast<int64_t>(vision_queue.size() + offline_queue.size());
+    stats.waiting = sched->num_waiting() +
+                    static_cast<int64_t>(vision_queue.size() + offline_queue.size() + retrieval_queue.size());
     stats.running = sched->num_running();
     stats.kv_blocks_used = sched->num_used_blocks();
     stats.image_cache_bytes = images->bytes();
@@ -128,8 +139,20 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   if (config.intra_op_threads > 0) at::set_num_threads(static_cast<int>(config.intra_op_threads));
-  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/true));
-  try {
+  ASSIGN_OR_RETURN(const ModelSpec spec, LoadModelSpec(options.model_dir));
+  const bool retrieval = spec.config.is_retrieval();
+  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/!retrieval));
+  if (retrieval) {
+    if (!impl->model->retrieval) {
+      return absl::InvalidArgumentError(absl::StrCat(options.model_dir, ": a retrieval checkpoint without text weights "
+                                                     "(qformer_config.use_qformer_text_input is false)"));
+    }
+    ASSIGN_OR_RETURN(impl->text_tokenizer, WordPieceTokenizer::Load(options.model_dir));
+    const int64_t positions = impl->model->retrieval->max_text_length();
+    impl->max_text_tokens = config.max_text_tokens > 0 ? std::min(config.max_text_tokens, positions) : positions;
+  }
+  // A retrieval engine has no language model and so no KV cache.
+  if (!retrieval) try {
     c10::InferenceMode guard;
     // Size the paged cache: a block count, or a byte budget.
     const TextDecoder& decoder = impl->model->decoder();
@@ -172,8 +195,15 @@ std::vector<int64_t> Engine::pixel_shape() const {
   return {v.num_channels, v.image_size, v.image_size};
 }
 
+bool Engine::serves_generation() const { return !impl_->model->spec.config.is_retrieval(); }
+bool Engine::serves_retrieval() const { return impl_->model->retrieval.has_value(); }
+
 absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
   Impl& m = *impl_;
+  if (!serves_generation()) {
+    return absl::FailedPreconditionError(absl::StrCat("the model ", spec().model_dir,
+                                                      " is a retrieval checkpoint: it does not generate text"));
+  }
   auto a = std::make_unique<Active>();
   ASSIGN_OR_RETURN(a->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
   if (!request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
@@ -191,6 +221,42 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   a->sink = std::move(sink);
   a->request = std::move(request);
   if (a->params.do_sample) a->rng = at::detail::createCPUGenerator(a->params.seed);
+  return m.Enqueue(std::move(a));
+}
+
+absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::shared_ptr<RequestSink> sink) {
+  Impl& m = *impl_;
+  if (!serves_retrieval()) {
+    return absl::FailedPreconditionError(absl::StrCat("the model ", spec().model_dir,
+                                                      " is not a retrieval checkpoint: it cannot match or embed"));
+  }
+  auto a = std::make_unique<Active>();
+  a->retrieve = true;
+  a->has_image = request.image_key.has_value() || !request.pixels.empty();
+  if (a->has_image && !request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
+  if (!a->has_image && request.texts.empty()) return absl::InvalidArgumentError("give an image, texts or both");
+  if (request.match && (!a->has_image || request.texts.empty())) {
+    return absl::InvalidArgumentError(a->has_image ? "texts is empty: nothing to match the image against"
+                                                   : "matching needs an image");
+  }
+  if (static_cast<int64_t>(request.texts.size()) > m.config.max_texts) {
+    return absl::InvalidArgumentError(absl::StrCat(request.texts.size(), " texts; the limit is ", m.config.max_texts,
+                                                   " (max_texts)"));
+  }
+  for (size_t i = 0; i < request.texts.size(); ++i) {
+    if (!IsValidUtf8(request.texts[i])) return absl::InvalidArgumentError(absl::StrCat("texts[", i, "] is not valid UTF-8"));
+    WordPieceTokenizer::Encoding e = m.text_tokenizer->Encode(request.texts[i], m.max_text_tokens);
+    a->job.text_ids.push_back(std::move(e.ids));
+    a->job.truncated.push_back(e.truncated);
+  }
+  a->job.match = request.match;
+  a->job.features = request.features;
+  if (a->has_image) {
+    a->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
+  }
+  a->request.pixels = std::move(request.pixels);
+  a->request.image_key = request.image_key;
+  a->sink = std::move(sink);
   return m.Enqueue(std::move(a));
 }
 
@@ -316,13 +382,16 @@ void Engine::Impl::Loop() {
     if (!released.empty()) UpdateGauges();
     for (auto& a : added) {
       const int64_t id = a->id;
+      const bool needs_image = a->has_image;
       active.emplace(id, std::move(a));
-      vision_queue.push_back(id);
+      (needs_image ? vision_queue : retrieval_queue).push_back(id);
     }
     for (int64_t id : cancelled) {
       if (active.count(id) == 0) continue;  // unknown or already finished: harmless
-      if (std::find(vision_queue.begin(), vision_queue.end(), id) != vision_queue.end() ||
-          std::find(offline_queue.begin(), offline_queue.end(), id) != offline_queue.end()) {
+      if (active.at(id)->retrieve) {
+        Fail(id, absl::CancelledError("the request was cancelled"));
+      } else if (std::find(vision_queue.begin(), vision_queue.end(), id) != vision_queue.end() ||
+                 std::find(offline_queue.begin(), offline_queue.end(), id) != offline_queue.end()) {
         Finish(id, "cancelled");
       } else {
         sched->Cancel(id);
@@ -340,6 +409,7 @@ void Engine::Impl::Loop() {
     }
     const bool llm_idle = sched->num_running() + sched->num_waiting() == 0 && offline_queue.empty();
     RunVision(/*force=*/!llm_idle ? false : true);
+    RunRetrievalQueue();
     RunOffline();
     RunStep();
   }
@@ -371,7 +441,7 @@ void Engine::Impl::RunVision(bool force) {
   std::map<uint64_t, const std::vector<float>*> pixels_of;
   for (int64_t id : vision_queue) {
     Active& a = *active.at(id);
-    if (images->Find(a.image_key).defined() || a.request.pixels.empty()) continue;
+    if (images->Find(a.image_key) != nullptr || a.request.pixels.empty()) continue;
     if (pixels_of.emplace(a.image_key, &a.request.pixels).second) missing.push_back(a.image_key);
   }
   const auto oldest = active.at(vision_queue.front())->submitted;
@@ -382,8 +452,19 @@ void Engine::Impl::RunVision(bool force) {
     std::vector<const std::vector<float>*> batch;
     for (uint64_t key : missing) batch.push_back(pixels_of.at(key));
     try {
-      const at::Tensor embeds = model->image_path->Forward(model->PixelBatch(batch)).projected;
-      for (size_t i = 0; i < missing.size(); ++i) images->Insert(missing[i], embeds[static_cast<int64_t>(i)]);
+      const ImagePathOutput out = model->image_path->Forward(model->PixelBatch(batch));
+      for (size_t i = 0; i < missing.size(); ++i) {
+        const int64_t b = static_cast<int64_t>(i);
+        CachedImage image;
+        if (out.projected.defined()) {
+          image.projected = out.projected[b];
+        } else {  // retrieval: what ITC, ITM and Embed read
+          image.image_embeds = out.image_embeds[b];
+          image.vision_hidden = out.vision.last_hidden_state[b];
+          image.qformer = out.qformer[b];
+        }
+        images->Insert(missing[i], std::move(image));
+      }
       std::lock_guard<std::mutex> lock(mu);
       stats.images_encoded += static_cast<int64_t>(missing.size());
       ++stats.encoder_batches;
@@ -404,7 +485,7 @@ void Engine::Impl::RunVision(bool force) {
   for (int64_t id : queued) {
     if (active.count(id) == 0) continue;  // failed while routing
     Active& a = *active.at(id);
-    if (!images->Find(a.image_key).defined()) {
+    if (images->Find(a.image_key) == nullptr) {
       if (a.request.pixels.empty() && !pixels_of.count(a.image_key)) {
         // A registered image released (and evicted) before this request reached it.
         Fail(id, absl::NotFoundError("the image was released before the request started"));
@@ -425,8 +506,15 @@ void Engine::Impl::RunVision(bool force) {
       FinishRegistration(a);
       continue;
     }
-    a.embeds = images->Find(a.image_key);
+    const CachedImage& cached = *images->Find(a.image_key);
     images->Pin(a.image_key);
+    a.pinned = true;
+    if (a.retrieve) {
+      a.job.image = cached;
+      retrieval_queue.push_back(id);
+      continue;
+    }
+    a.embeds = cached.projected;
     ready.push_back(id);
   }
   vision_queue.swap(still);
@@ -484,6 +572,34 @@ CaptionResult Engine::Impl::Result(const Active& a, const std::vector<int64_t>& 
   result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
   result.sequences.push_back(std::move(seq));
   return result;
+}
+
+// Every retrieval request whose image is ready: their texts in one batch.
+void Engine::Impl::RunRetrievalQueue() {
+  if (retrieval_queue.empty()) return;
+  const std::vector<int64_t> ids(retrieval_queue.begin(), retrieval_queue.end());
+  retrieval_queue.clear();
+  std::vector<RetrievalJob> jobs;
+  for (int64_t id : ids) jobs.push_back(active.at(id)->job);
+  std::vector<RetrievalResult> results;
+  try {
+    results = RunRetrieval(*model, jobs, text_tokenizer->pad_id());
+  } catch (const std::exception& e) {
+    const absl::Status status = StatusFromException(e, "retrieval");
+    for (int64_t id : ids) Fail(id, status);
+    return;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Active& a = *active.at(ids[i]);
+    Usage usage;
+    for (const auto& text : a.job.text_ids) usage.prompt_tokens += static_cast<int64_t>(text.size());
+    usage.queue_ms = usage.time_to_first_token_ms = usage.total_ms = Ms(a.submitted, Clock::now());
+    const std::shared_ptr<RequestSink> sink = a.sink;
+    Count(&EngineStats::finished);
+    Release(ids[i]);
+    UpdateGauges();
+    if (sink) sink->OnRetrieved(results[i], usage);
+  }
 }
 
 void Engine::Impl::RunOffline() {
@@ -654,9 +770,10 @@ void Engine::Impl::Fail(int64_t id, const absl::Status& status) {
 void Engine::Impl::Release(int64_t id) {
   auto it = active.find(id);
   if (it == active.end()) return;
-  if (it->second->embeds.defined()) images->Unpin(it->second->image_key);
+  if (it->second->pinned) images->Unpin(it->second->image_key);
   vision_queue.erase(std::remove(vision_queue.begin(), vision_queue.end(), id), vision_queue.end());
   offline_queue.erase(std::remove(offline_queue.begin(), offline_queue.end(), id), offline_queue.end());
+  retrieval_queue.erase(std::remove(retrieval_queue.begin(), retrieval_queue.end(), id), retrieval_queue.end());
   active.erase(it);
 }
 

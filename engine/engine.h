@@ -5,7 +5,9 @@
 // A request's images go through the vision batcher (encoder + Q-Former once per
 // distinct image, batched, cached by content hash); its text through
 // continuous batching over the block-paged KV cache, where requests join and
-// leave every step. Greedy and sampled requests with one sequence are batched
+// leave every step. With a retrieval checkpoint the engine serves
+// SubmitRetrieval instead: images through the same batcher and cache, the
+// texts of all requests ready together in one Q-Former pass. Greedy and sampled requests with one sequence are batched
 // this way; beam search and several samples per request run on the engine
 // thread as a whole (the offline generator), between steps.
 #pragma once
@@ -22,6 +24,7 @@
 #include "engine/captioner.h"
 #include "engine/generation_params.h"
 #include "engine/image_encoder.h"
+#include "engine/retrieval.h"
 
 namespace blip2::engine {
 
@@ -45,6 +48,9 @@ struct EngineConfig {
   int64_t inbox_capacity = 1024;
   int64_t max_prompt_tokens = 256;       // text tokens, after the image's query tokens
   int64_t max_registered_images = 1024;  // pinned in the image cache until released
+  // Retrieval requests.
+  int64_t max_texts = 256;       // texts in one request
+  int64_t max_text_tokens = 0;   // [CLS] + pieces + [SEP], longer texts are cut; 0: the Q-Former's positions
   GenerationLimits limits;
 };
 
@@ -68,7 +74,8 @@ struct Usage {
 
 // Receives one request's results, on the engine thread: must be quick and must
 // not call back into the engine. After any number of OnText calls, exactly one
-// of OnFinished or OnError.
+// of OnFinished (generation and registration), OnRetrieved (retrieval) or
+// OnError.
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
@@ -79,6 +86,8 @@ class RequestSink {
   virtual void OnText(const std::string& text) {}
   // finish_reason of each sequence: "eos", "length", "stop_string" or "cancelled".
   virtual void OnFinished(const CaptionResult& result, const Usage& usage) = 0;
+  // A retrieval request's result (usage.prompt_tokens: its text tokens).
+  virtual void OnRetrieved(const RetrievalResult& result, const Usage& usage) {}
   virtual void OnError(const absl::Status& status) = 0;
 };
 
@@ -114,8 +123,14 @@ class Engine {
   // UNAVAILABLE after shutdown, RESOURCE_EXHAUSTED when the inbox is full,
   // INVALID_ARGUMENT for bad options, prompts or images, or a request that
   // could never fit the KV cache, NOT_FOUND for an unregistered image_key.
-  // Returns the request id.
+  // Returns the request id. FAILED_PRECONDITION with a retrieval checkpoint.
   absl::StatusOr<int64_t> Submit(EngineRequest request, std::shared_ptr<RequestSink> sink);
+  // Retrieval checkpoints only (else FAILED_PRECONDITION naming the model).
+  // INVALID_ARGUMENT for no texts and no image, match without an image or
+  // without texts, more than max_texts texts, text that is not UTF-8, bad
+  // pixels; NOT_FOUND for an unregistered image_key. Texts over
+  // max_text_tokens are cut, and the result says so.
+  absl::StatusOr<int64_t> SubmitRetrieval(RetrievalRequest request, std::shared_ptr<RequestSink> sink);
   // Encodes an image once and keeps its embeddings pinned in the image cache
   // until ReleaseImage, so requests naming the returned key skip the encoder.
   // The sink gets OnFinished (no sequences) once the embeddings are cached, or
@@ -132,6 +147,9 @@ class Engine {
   void Shutdown(std::chrono::milliseconds grace);
 
   bool Healthy() const;
+  // What the loaded checkpoint serves: Submit, or SubmitRetrieval.
+  bool serves_generation() const;
+  bool serves_retrieval() const;
   EngineStats Stats() const;
   const ModelSpec& spec() const;
   const GenerationLimits& limits() const;

@@ -23,19 +23,27 @@ uint64_t ImageKey(const float* pixels, size_t count) {
   return h;
 }
 
-at::Tensor ImageCache::Find(uint64_t key) {
-  auto it = entries_.find(key);
-  if (it == entries_.end()) return at::Tensor();
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return it->second.embeds;
+int64_t CachedImage::bytes() const {
+  int64_t total = 0;
+  for (const at::Tensor* t : {&projected, &image_embeds, &vision_hidden, &qformer}) {
+    if (t->defined()) total += static_cast<int64_t>(t->nbytes());
+  }
+  return total;
 }
 
-void ImageCache::Insert(uint64_t key, const at::Tensor& embeds) {
+const CachedImage* ImageCache::Find(uint64_t key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return &it->second.image;
+}
+
+void ImageCache::Insert(uint64_t key, CachedImage image) {
   if (entries_.count(key) > 0) return;
   lru_.push_front(key);
   Entry e;
-  e.embeds = embeds;
-  e.bytes = static_cast<int64_t>(embeds.nbytes());
+  e.bytes = image.bytes();
+  e.image = std::move(image);
   e.lru = lru_.begin();
   bytes_ += e.bytes;
   entries_.emplace(key, std::move(e));

@@ -8,7 +8,11 @@
 //    get_image_features, get_qformer_features and get_text_features.
 #include <c10/core/InferenceMode.h>
 
+#include <cmath>
+
 #include "engine/blip2_model.h"
+#include "engine/engine.h"
+#include "engine/retrieval_sink.h"
 #include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
@@ -92,6 +96,46 @@ TEST_CASE("parity: ITM, ITC and the text and vision models with projection match
     CheckTensor(fm, "text_with_projection.last_hidden_state", ToHost(text_hidden));
     CheckTensor(fm, "text_with_projection.text_embeds", ToHost(text_embeds));
     ++checked;
+  }
+  CHECK(checked > 0);
+}
+
+// Through the engine's public face (what Match serves): image i against every
+// text gives transformers' ITC similarities of row i and, for text i, the
+// softmax of its ITM logits; the embeddings are ITC's.
+TEST_CASE("parity: retrieval through the engine gives transformers' ITC similarities and ITM probabilities") {
+  const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
+  int checked = 0;
+  for (const FixtureModel& fm : models) {
+    if (!fm.reference.contains("texts") || !fm.HasTensor("itm.logits_per_image")) continue;
+    auto engine = engine::Engine::Start({fm.dir, TestDevice(), "float32"});
+    REQUIRE(engine.ok());
+    const auto texts = fm.reference["texts"].get<std::vector<std::string>>();
+    const auto images = fm.reference["images"].get<std::vector<std::string>>();
+    const std::vector<float> itc = fm.Values("itc.logits_per_image"), itm = fm.Values("itm.logits_per_image");
+    const std::vector<float> text_embeds = fm.Values("itc.text_embeds"), image_embeds = fm.Values("itc.image_embeds");
+    const int64_t dim = fm.Shape("itc.text_embeds")[1];
+    const int64_t per_image = image_embeds.size() / images.size();
+    for (size_t i = 0; i < images.size(); ++i) {
+      auto sink = std::make_shared<engine::RetrievalWaiter>();
+      engine::RetrievalRequest request{ReferencePixels(models, images[i]), std::nullopt, texts, true, false};
+      REQUIRE((*engine)->SubmitRetrieval(std::move(request), sink).ok());
+      auto result = sink->Wait();
+      REQUIRE(result.ok());
+      INFO(fm.name << " image " << images[i]);
+      for (size_t t = 0; t < texts.size(); ++t) {
+        CHECK(result->texts[t].similarity == Approx(itc[i * texts.size() + t]).margin(1e-5));
+        for (int64_t d = 0; d < dim; ++d) CHECK(result->texts[t].embedding[d] == Approx(text_embeds[t * dim + d]).margin(1e-5));
+      }
+      const double match = 1.0 / (1.0 + std::exp(itm[2 * i] - itm[2 * i + 1]));  // softmax of [no, yes]
+      CHECK(result->texts[i].match_probability == Approx(match).margin(1e-5));
+      for (int64_t k = 0; k < per_image; ++k) {
+        CHECK(result->image_embeddings.values[k] == Approx(image_embeds[i * per_image + k]).margin(1e-5));
+      }
+      ++checked;
+    }
+    std::printf("PARITY %-22s Match through the engine: %zu images x %zu texts\n", fm.name.c_str(), images.size(),
+                texts.size());
   }
   CHECK(checked > 0);
 }
