@@ -197,6 +197,7 @@ std::vector<int64_t> Engine::pixel_shape() const {
 
 bool Engine::serves_generation() const { return !impl_->model->spec.config.is_retrieval(); }
 bool Engine::serves_retrieval() const { return impl_->model->retrieval.has_value(); }
+int64_t Engine::max_text_tokens() const { return impl_->max_text_tokens; }
 
 absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
   Impl& m = *impl_;

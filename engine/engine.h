@@ -150,6 +150,8 @@ class Engine {
   // What the loaded checkpoint serves: Submit, or SubmitRetrieval.
   bool serves_generation() const;
   bool serves_retrieval() const;
+  // Retrieval: the tokens a text is cut to ([CLS] and [SEP] included).
+  int64_t max_text_tokens() const;
   EngineStats Stats() const;
   const ModelSpec& spec() const;
   const GenerationLimits& limits() const;

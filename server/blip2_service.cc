@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/generation_params.h"
 #include "server/api_convert.h"
+#include "server/retrieval_calls.h"
 #include "server/engine_job.h"
 #include "server/image_decoder.h"
 #include "server/stream_reactor.h"
@@ -240,8 +241,19 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
 
 }  // namespace
 
-Blip2Service::Blip2Service(engine::Engine* engine, const config::ServerConfig& cfg, ServerMetrics* metrics)
-    : core_(engine, cfg, metrics) {}
+Blip2Service::Blip2Service(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
+                           ServerMetrics* metrics)
+    : core_(engine, retrieval, cfg, metrics) {}
+
+grpc::ServerUnaryReactor* Blip2Service::Match(grpc::CallbackServerContext* ctx, const v1::MatchRequest* request,
+                                              v1::MatchResponse* response) {
+  return StartMatch(&core_, ctx, *request, response);
+}
+
+grpc::ServerUnaryReactor* Blip2Service::Embed(grpc::CallbackServerContext* ctx, const v1::EmbedRequest* request,
+                                              v1::EmbedResponse* response) {
+  return StartEmbed(&core_, ctx, *request, response);
+}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* Blip2Service::Generate(grpc::CallbackServerContext* ctx,
                                                                        const v1::GenerateRequest* request) {
@@ -304,19 +316,20 @@ grpc::ServerUnaryReactor* Blip2Service::GetModelInfo(grpc::CallbackServerContext
                                                      v1::ModelInfo* response) {
   CallRecord record(&core_, ctx, "GetModelInfo");
   const absl::Status status = record.Admit(/*model_call=*/false);
-  if (status.ok()) *response = DescribeModel(*core_.engine, core_.cfg);
+  if (status.ok()) *response = DescribeModel(*core_.engine, core_.retrieval, core_.cfg);
   record.Finished(ToGrpcStatus(status));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
-v1::ModelInfo DescribeModel(const engine::Engine& engine, const config::ServerConfig& cfg) {
+v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* retrieval,
+                            const config::ServerConfig& cfg) {
   const engine::ModelSpec& spec = engine.spec();
   const engine::EngineStats stats = engine.Stats();
   v1::ModelInfo info;
   const bool t5 = spec.config.language_model == engine::LanguageModelKind::kT5;
-  info.set_model_type(t5 ? "blip2-t5" : "blip2-opt");
+  info.set_model_type(spec.config.is_retrieval() ? "blip2-itm" : t5 ? "blip2-t5" : "blip2-opt");
   info.set_architecture(spec.config.architecture);
   info.set_model_name(std::filesystem::path(spec.model_dir).lexically_normal().filename().string());
   if (info.model_name().empty()) {
@@ -356,6 +369,15 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const config::ServerCo
   l->set_max_batch_items(c.max_batch_items());
   l->set_max_registered_images(c.max_registered_images());
   info.set_server_version(kServerVersion);
+  if (engine.serves_generation()) info.add_serves("generation");
+  if (retrieval != nullptr) {
+    info.add_serves("retrieval");
+    info.set_retrieval_model_name(
+        std::filesystem::path(retrieval->spec().model_dir).lexically_normal().filename().string());
+    info.set_embedding_size(static_cast<int32_t>(retrieval->spec().config.image_text_hidden_size));
+    info.set_max_texts(static_cast<int32_t>(c.max_texts()));
+    info.set_max_text_tokens(static_cast<int32_t>(retrieval->max_text_tokens()));
+  }
   return info;
 }
 

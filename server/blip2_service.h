@@ -12,7 +12,9 @@ namespace blip2::server {
 
 class Blip2Service final : public v1::Blip2::CallbackService {
  public:
-  Blip2Service(engine::Engine* engine, const config::ServerConfig& cfg, ServerMetrics* metrics);
+  // `retrieval`: the engine serving Match and Embed (may be `engine`), or null.
+  Blip2Service(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
+               ServerMetrics* metrics);
 
   // New calls get UNAVAILABLE from now on; calls in flight go on.
   void StartDraining() { core_.draining = true; }
@@ -32,12 +34,17 @@ class Blip2Service final : public v1::Blip2::CallbackService {
                                          v1::ReleaseImageResponse* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Match(grpc::CallbackServerContext* ctx, const v1::MatchRequest* request,
+                                  v1::MatchResponse* response) override;
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* ctx, const v1::EmbedRequest* request,
+                                  v1::EmbedResponse* response) override;
 
  private:
   ServiceCore core_;
 };
 
 // What GetModelInfo returns (also logged at start).
-v1::ModelInfo DescribeModel(const engine::Engine& engine, const config::ServerConfig& cfg);
+v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* retrieval,
+                            const config::ServerConfig& cfg);
 
 }  // namespace blip2::server

@@ -17,14 +17,15 @@
 namespace blip2::server {
 namespace {
 
-// One short caption of a blank image, so the first user request does not pay
-// for lazy initialisation (allocator pools, kernels, the thread pool).
+// One short caption (or one match) of a blank image, so the first user request
+// does not pay for lazy initialisation (allocator pools, kernels, the thread pool).
 absl::Status WarmUp(engine::Engine& engine) {
   struct Waiter : engine::RequestSink {
     std::mutex mu;
     std::condition_variable cv;
     std::optional<absl::Status> done;
     void OnFinished(const engine::CaptionResult&, const engine::Usage&) override { Set(absl::OkStatus()); }
+    void OnRetrieved(const engine::RetrievalResult&, const engine::Usage&) override { Set(absl::OkStatus()); }
     void OnError(const absl::Status& s) override { Set(s); }
     void Set(absl::Status s) {
       std::lock_guard<std::mutex> lock(mu);
@@ -33,11 +34,16 @@ absl::Status WarmUp(engine::Engine& engine) {
     }
   };
   const std::vector<int64_t> shape = engine.pixel_shape();
-  engine::EngineRequest request;
-  request.pixels.assign(static_cast<size_t>(shape[0] * shape[1] * shape[2]), 0.f);
-  request.overrides.max_new_tokens = 2;
+  std::vector<float> blank(static_cast<size_t>(shape[0] * shape[1] * shape[2]), 0.f);
   auto waiter = std::make_shared<Waiter>();
-  RETURN_IF_ERROR(engine.Submit(std::move(request), waiter).status());
+  if (engine.serves_generation()) {
+    engine::EngineRequest request;
+    request.pixels = std::move(blank);
+    request.overrides.max_new_tokens = 2;
+    RETURN_IF_ERROR(engine.Submit(std::move(request), waiter).status());
+  } else {
+    RETURN_IF_ERROR(engine.SubmitRetrieval({std::move(blank), std::nullopt, {"a photo"}, true, false}, waiter).status());
+  }
   std::unique_lock<std::mutex> lock(waiter->mu);
   waiter->cv.wait(lock, [&] { return waiter->done.has_value(); });
   return *waiter->done;
@@ -48,6 +54,7 @@ absl::Status WarmUp(engine::Engine& engine) {
 struct Blip2Server::Impl {
   config::ServerConfig cfg;
   std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<engine::Engine> retrieval;  // retrieval_model_dir's, when set
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Blip2Service> service;
   std::unique_ptr<grpc::Server> server;
@@ -68,10 +75,22 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   const auto loading = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(impl->engine, engine::Engine::Start(ToEngineOptions(cfg), ToEngineConfig(cfg)));
   if (cfg.warmup()) RETURN_IF_ERROR(WarmUp(*impl->engine));
+  engine::Engine* retrieval = impl->engine->serves_retrieval() ? impl->engine.get() : nullptr;
+  if (!cfg.retrieval_model_dir().empty()) {
+    engine::EngineOptions options = ToEngineOptions(cfg);
+    options.model_dir = cfg.retrieval_model_dir();
+    ASSIGN_OR_RETURN(impl->retrieval, engine::Engine::Start(options, ToEngineConfig(cfg)));
+    if (!impl->retrieval->serves_retrieval()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("retrieval_model_dir ", cfg.retrieval_model_dir(), " is not a retrieval checkpoint"));
+    }
+    if (cfg.warmup()) RETURN_IF_ERROR(WarmUp(*impl->retrieval));
+    retrieval = impl->retrieval.get();
+  }
   spdlog::info("model loaded{} in {:.2f} s", cfg.warmup() ? " and warmed up" : "",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
   impl->metrics = std::make_unique<ServerMetrics>(impl->engine.get());
-  impl->service = std::make_unique<Blip2Service>(impl->engine.get(), cfg, impl->metrics.get());
+  impl->service = std::make_unique<Blip2Service>(impl->engine.get(), retrieval, cfg, impl->metrics.get());
 
   if (cfg.metrics_port() >= 0) {
     Impl* raw = impl.get();
@@ -131,8 +150,10 @@ void Blip2Server::Drain(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   // ...or end UNAVAILABLE when the grace period is over.
-  m.engine->Shutdown(std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero())));
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero()));
+  m.engine->Shutdown(left);
+  if (m.retrieval) m.retrieval->Shutdown(left);
   // Streams that are not ours (health Watch) are cancelled after a moment.
   m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   m.server->Wait();

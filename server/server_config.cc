@@ -89,6 +89,8 @@ config::ServerConfig DefaultServerConfig() {
   l->set_max_queued_requests(512);
   l->set_max_batch_items(256);
   l->set_max_registered_images(e.max_registered_images);
+  l->set_max_texts(e.max_texts);
+  l->set_max_text_tokens(e.max_text_tokens);
   return c;
 }
 
@@ -165,6 +167,10 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   RETURN_IF_ERROR(Positive(l.max_queued_requests(), "limits.max_queued_requests"));
   RETURN_IF_ERROR(Positive(l.max_batch_items(), "limits.max_batch_items"));
   RETURN_IF_ERROR(Positive(l.max_registered_images(), "limits.max_registered_images"));
+  RETURN_IF_ERROR(Positive(l.max_texts(), "limits.max_texts"));
+  if (l.max_text_tokens() != 0 && l.max_text_tokens() < 3) {
+    return absl::InvalidArgumentError("limits.max_text_tokens must be 0 (the model's) or at least 3");
+  }
   return absl::OkStatus();
 }
 
@@ -186,6 +192,8 @@ engine::EngineConfig ToEngineConfig(const config::ServerConfig& c) {
   e.inbox_capacity = c.limits().max_concurrent_streams() * std::max<int64_t>(1, c.limits().max_batch_items());
   e.max_prompt_tokens = c.limits().max_prompt_tokens();
   e.max_registered_images = c.limits().max_registered_images();
+  e.max_texts = c.limits().max_texts();
+  e.max_text_tokens = c.limits().max_text_tokens();
   e.limits.max_new_tokens = c.limits().max_new_tokens();
   e.limits.max_num_beams = c.limits().max_num_beams();
   e.limits.max_stop_strings = c.limits().max_stop_strings();

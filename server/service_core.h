@@ -20,10 +20,12 @@ namespace blip2::server {
 using Clock = std::chrono::steady_clock;
 
 struct ServiceCore {
-  ServiceCore(engine::Engine* engine, const config::ServerConfig& cfg, ServerMetrics* metrics)
-      : engine(engine), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
+  ServiceCore(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
+              ServerMetrics* metrics)
+      : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
 
-  engine::Engine* engine;
+  engine::Engine* engine;     // model_dir's: generation, RegisterImage
+  engine::Engine* retrieval;  // the engine serving Match and Embed (model_dir's or retrieval_model_dir's), or null
   const config::ServerConfig cfg;
   ServerMetrics* metrics;
   common::ThreadPool pool;    // image decoding and preprocessing, off the gRPC threads

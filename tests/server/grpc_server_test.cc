@@ -1,7 +1,9 @@
 // The gRPC server end to end: a real server on 127.0.0.1, real clients.
 #include <atomic>
+#include <cstring>
 #include <thread>
 
+#include "engine/safetensors.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/catch.h"
 #include "tests/server/server_fixture.h"
@@ -513,6 +515,152 @@ TEST_CASE("Draining: health goes NOT_SERVING, new calls get UNAVAILABLE, streams
   CHECK(end.status.ok());
   CHECK(end.ended_final);
   drain.join();
+}
+
+}  // namespace
+}  // namespace blip2::testing
+
+namespace blip2::testing {
+namespace {
+
+// The retrieval fixture's transformers numbers for image `row` (ITC similarity to each text).
+std::vector<float> ReferenceSimilarities(int row) {
+  auto file = engine::SafetensorsFile::Open(FixturesDir() + "/blip2-tiny-itm/reference.safetensors");
+  REQUIRE(file.ok());
+  const engine::TensorView& v = (*file)->tensors().at("itc.logits_per_image");
+  std::vector<float> all(v.numel());
+  REQUIRE(v.dtype == engine::DType::kF32);
+  std::memcpy(all.data(), v.data, v.nbytes);
+  const int64_t cols = v.shape[1];
+  return std::vector<float>(all.begin() + row * cols, all.begin() + (row + 1) * cols);
+}
+
+const std::vector<std::string> kFixtureTexts = {"a photo of a cat", "a cup of coffee on a saucer",
+                                                "an astronaut in a space suit"};
+
+TEST_CASE("Match scores and ranks the fixture texts for a fixture image as transformers does") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-itm"));
+  const std::vector<std::pair<std::string, int>> images = {{"chelsea.jpg", 0}, {"coffee.jpg", 1}, {"astronaut.png", 2}};
+  for (const auto& [image, row] : images) {
+    grpc::ClientContext ctx;
+    v1::MatchRequest request;
+    request.mutable_image()->set_data(ImageBytes(image));
+    for (const std::string& t : kFixtureTexts) request.add_texts(t);
+    v1::MatchResponse response;
+    REQUIRE(server.stub().Match(&ctx, request, &response).ok());
+    REQUIRE(response.matches_size() == 3);
+    const std::vector<float> want = ReferenceSimilarities(row);
+    for (int t = 0; t < 3; ++t) {
+      INFO(image << " text " << t);
+      CHECK(response.matches(t).index() == t);
+      CHECK(response.matches(t).similarity() == Approx(want[t]).margin(1e-4));
+      CHECK(response.matches(t).match_probability() > 0);
+      CHECK(response.matches(t).match_probability() < 1);
+      CHECK_FALSE(response.matches(t).truncated());
+    }
+    CHECK(response.usage().prompt_tokens() > 3);
+  }
+  CHECK(server.Metric(Series("Match", "OK")) == 3);
+}
+
+TEST_CASE("Embed returns normalised image and text embeddings, and Q-Former features on request") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-itm"));
+  grpc::ClientContext ctx;
+  v1::EmbedRequest request;
+  request.add_images()->set_data(ImageBytes("chelsea.jpg"));
+  request.add_images()->set_data(ImageBytes("coffee.jpg"));
+  request.add_texts("a photo of a cat");
+  request.set_include_features(true);
+  v1::EmbedResponse response;
+  REQUIRE(server.stub().Embed(&ctx, request, &response).ok());
+  REQUIRE(response.images_size() == 2);
+  REQUIRE(response.texts_size() == 1);
+  const v1::Matrix& e = response.images(0).embeddings();
+  CHECK(e.rows() == 8);
+  CHECK(e.cols() == 16);
+  double norm = 0;
+  for (int k = 0; k < e.cols(); ++k) norm += e.values(k) * e.values(k);
+  CHECK(norm == Approx(1.0).margin(1e-4));
+  CHECK(response.images(0).features().rows() == 8);
+  CHECK(response.texts(0).embedding_size() == 16);
+  CHECK(response.texts(0).tokens() == 7);
+  CHECK(response.texts(0).features().rows() == 7);
+  // The text embedding against image 0's rows gives Match's similarity.
+  double best = -2;
+  for (int q = 0; q < e.rows(); ++q) {
+    double dot = 0;
+    for (int k = 0; k < e.cols(); ++k) dot += e.values(q * e.cols() + k) * response.texts(0).embedding(k);
+    best = std::max(best, dot);
+  }
+  CHECK(best == Approx(ReferenceSimilarities(0)[0]).margin(1e-4));
+}
+
+TEST_CASE("Retrieval bad input, and calls for a model the server has not loaded") {
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-itm");
+  cfg.mutable_limits()->set_max_texts(2);
+  TestServer server(cfg);
+  const auto match = [&](const std::vector<std::string>& texts, bool with_image) {
+    grpc::ClientContext ctx;
+    v1::MatchRequest request;
+    if (with_image) request.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+    for (const auto& t : texts) request.add_texts(t);
+    v1::MatchResponse response;
+    return server.stub().Match(&ctx, request, &response);
+  };
+  grpc::Status s = match({}, true);
+  CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::Contains("texts is empty"));
+  s = match({"a", "b", "c"}, true);
+  CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::Contains("max_texts"));
+  s = match({"a"}, false);
+  CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::Contains("image is required"));
+  grpc::ClientContext c1;
+  v1::EmbedResponse embedded;
+  s = server.stub().Embed(&c1, v1::EmbedRequest(), &embedded);
+  CHECK(s.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(s.error_message(), Catch::Contains("give images, texts or both"));
+  // Generation on a retrieval checkpoint.
+  v1::Completion out;
+  s = CaptionWith(server, v1::DecodingOptions(), &out);
+  CHECK(s.error_code() == StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Catch::Contains("retrieval checkpoint"));
+  CHECK(match({"a cup"}, true).ok());  // and the server goes on
+
+  // Retrieval on a generation-only server.
+  TestServer opt(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  grpc::ClientContext c2;
+  v1::MatchRequest request;
+  request.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+  request.add_texts("a cup");
+  v1::MatchResponse response;
+  s = opt.stub().Match(&c2, request, &response);
+  CHECK(s.error_code() == StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(s.error_message(), Catch::Contains("needs a retrieval checkpoint"));
+}
+
+TEST_CASE("A server with a generation and a retrieval checkpoint serves both") {
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.set_retrieval_model_dir(FixturesDir() + "/blip2-tiny-itm");
+  TestServer server(cfg);
+  v1::Completion caption;
+  REQUIRE(CaptionWith(server, v1::DecodingOptions(), &caption).ok());
+  grpc::ClientContext ctx;
+  v1::MatchRequest request;
+  request.mutable_image()->set_data(ImageBytes("chelsea.jpg"));
+  for (const std::string& t : kFixtureTexts) request.add_texts(t);
+  v1::MatchResponse response;
+  REQUIRE(server.stub().Match(&ctx, request, &response).ok());
+  CHECK(response.matches(0).similarity() == Approx(ReferenceSimilarities(0)[0]).margin(1e-4));
+  grpc::ClientContext info_ctx;
+  v1::ModelInfo info;
+  REQUIRE(server.stub().GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info).ok());
+  CHECK(info.serves_size() == 2);
+  CHECK(info.model_type() == "blip2-opt");
+  CHECK(info.retrieval_model_name() == "blip2-tiny-itm");
+  CHECK(info.embedding_size() == 16);
+  CHECK(info.max_text_tokens() == 64);
 }
 
 }  // namespace
