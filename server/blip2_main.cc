@@ -29,7 +29,17 @@ constexpr char kUsage[] =
     "      Captions the image (no prompt) or continues the prompt; --question Q uses\n"
     "      the checkpoints' \"Question: Q Answer:\" prompt. Prints one line of text per\n"
     "      returned sequence, streams it (--stream), or prints the new token ids (--ids).\n"
-    "      Unset options take generation_config.json's values.\n";
+    "      Unset options take generation_config.json's values.\n"
+    "  match --model DIR --image FILE --text TEXT [--text TEXT ...] [--max-text-tokens N]\n"
+    "      With a retrieval checkpoint (blip2-itm-vit-g): one line per text, best first:\n"
+    "      ITM match probability, ITC similarity, the text.\n"
+    "  embed --model DIR [--image FILE ...] [--text TEXT ...] [--max-text-tokens N]\n"
+    "      Normalised embeddings: a line per image and per text (size and first values).\n"
+    "  serve --config FILE [--field.path VALUE ...] [--port_file FILE]\n"
+    "      The gRPC server (docs/server.md).\n"
+    "  client caption|answer|generate|batch|register|release|info|health|match|embed\n"
+    "         --target HOST:PORT ...\n"
+    "      Calls a running server.\n";
 
 }  // namespace
 
@@ -53,6 +63,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "encode") return blip2::server::RunEncode(args);
   if (command == "generate") return blip2::server::RunGenerate(args);
+  if (command == "match") return blip2::server::RunMatch(args);
+  if (command == "embed") return blip2::server::RunEmbed(args);
   if (command == "serve") return blip2::server::RunServe(args);
   if (command == "client") return blip2::server::RunClient(args);
   if (command == "--version") {

@@ -15,6 +15,7 @@
 #include "server/api_convert.h"
 #include "server/commands.h"
 #include "server/decoding_flags.h"
+#include "server/retrieval_output.h"
 
 namespace blip2::server {
 namespace {
@@ -51,10 +52,13 @@ void SetDeadline(const CliFlags& flags, grpc::ClientContext* ctx) {
 }  // namespace
 
 int RunClient(const std::vector<std::string>& args) {
-  if (args.empty()) return Fail(absl::InvalidArgumentError("which call? caption, answer, generate, batch, register, release, info or health"));
+  if (args.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "which call? caption, answer, generate, batch, register, release, info, health, match or embed"));
+  }
   const std::string call = args[0];
   std::vector<std::string> known = {"target", "image", "image-id", "prompt", "question", "timeout-ms", "priority",
-                                    "service"};
+                                    "service", "text"};
   known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
   auto flags = CliFlags::Parse(std::vector<std::string>(args.begin() + 1, args.end()), known, {"ids"});
   if (!flags.ok()) return Fail(flags.status());
@@ -189,6 +193,33 @@ int RunClient(const std::vector<std::string>& args) {
     std::string text;
     google::protobuf::TextFormat::PrintToString(info, &text);
     std::fputs(text.c_str(), stdout);
+    return 0;
+  }
+  if (call == "match") {
+    v1::MatchRequest request;
+    auto image = ImageFromFlags(*flags);
+    if (!image.ok()) return Fail(image.status());
+    *request.mutable_image() = *image;
+    const std::vector<std::string> texts = flags->GetAll("text");
+    for (const std::string& t : texts) request.add_texts(t);
+    v1::MatchResponse response;
+    const grpc::Status status = stub->Match(&ctx, request, &response);
+    if (!status.ok()) return Fail(status);
+    PrintMatch(texts, response);
+    return 0;
+  }
+  if (call == "embed") {
+    v1::EmbedRequest request;
+    for (const std::string& path : flags->GetAll("image")) {
+      auto bytes = common::ReadFile(path);
+      if (!bytes.ok()) return Fail(bytes.status());
+      request.add_images()->set_data(*bytes);
+    }
+    for (const std::string& t : flags->GetAll("text")) request.add_texts(t);
+    v1::EmbedResponse response;
+    const grpc::Status status = stub->Embed(&ctx, request, &response);
+    if (!status.ok()) return Fail(status);
+    PrintEmbed(response);
     return 0;
   }
   if (call == "health") {

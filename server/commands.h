@@ -20,6 +20,13 @@ int RunEncode(const std::vector<std::string>& args);
 //                [--stream] [--ids]
 int RunGenerate(const std::vector<std::string>& args);
 
+// blip2 match --model DIR --image FILE --text TEXT [--text TEXT ...] [--max-text-tokens N]
+//             [--device D] [--dtype T]
+int RunMatch(const std::vector<std::string>& args);
+
+// blip2 embed --model DIR [--image FILE ...] [--text TEXT ...] [--max-text-tokens N]
+int RunEmbed(const std::vector<std::string>& args);
+
 // blip2 serve --config FILE [--field.path VALUE ...] [--port_file FILE]
 int RunServe(const std::vector<std::string>& args);
 

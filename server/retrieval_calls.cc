@@ -8,15 +8,10 @@
 #include "common/status_macros.h"
 #include "server/api_convert.h"
 #include "server/image_decoder.h"
+#include "server/retrieval_output.h"
 
 namespace blip2::server {
 namespace {
-
-void SetMatrix(const engine::FloatMatrix& m, v1::Matrix* out) {
-  out->set_rows(static_cast<int32_t>(m.rows));
-  out->set_cols(static_cast<int32_t>(m.cols));
-  out->mutable_values()->Assign(m.values.begin(), m.values.end());
-}
 
 // One Match or Embed call: N engine requests, one response. Shared with the
 // engine (as each request's sink) until every request has ended and gRPC is
@@ -139,17 +134,7 @@ grpc::ServerUnaryReactor* StartMatch(ServiceCore* core, grpc::CallbackServerCont
     return std::vector<engine::RetrievalRequest>{std::move(r)};
   };
   auto fill = [response](const std::vector<engine::RetrievalResult>& results) {
-    const engine::RetrievalResult& r = results[0];
-    int64_t tokens = 0;
-    for (size_t i = 0; i < r.texts.size(); ++i) {
-      v1::TextMatch* m = response->add_matches();
-      m->set_index(static_cast<int32_t>(i));
-      m->set_match_probability(static_cast<float>(r.texts[i].match_probability));
-      m->set_similarity(static_cast<float>(r.texts[i].similarity));
-      m->set_truncated(r.texts[i].truncated);
-      tokens += r.texts[i].tokens;
-    }
-    response->mutable_usage()->set_prompt_tokens(tokens);
+    *response = MatchResponseFrom(results[0]);
   };
   return RetrievalCall::Start(core, ctx, "Match", request, std::move(build), std::move(fill));
 }
@@ -178,20 +163,8 @@ grpc::ServerUnaryReactor* StartEmbed(ServiceCore* core, grpc::CallbackServerCont
   };
   const int images = request.images_size();
   auto fill = [response, images](const std::vector<engine::RetrievalResult>& results) {
-    for (int i = 0; i < images; ++i) {
-      v1::ImageEmbedding* e = response->add_images();
-      SetMatrix(results[i].image_embeddings, e->mutable_embeddings());
-      if (results[i].image_features.rows > 0) SetMatrix(results[i].image_features, e->mutable_features());
-    }
-    if (static_cast<int>(results.size()) > images) {
-      for (const engine::TextRetrieval& t : results.back().texts) {
-        v1::TextEmbedding* e = response->add_texts();
-        e->mutable_embedding()->Assign(t.embedding.begin(), t.embedding.end());
-        e->set_truncated(t.truncated);
-        e->set_tokens(static_cast<int32_t>(t.tokens));
-        if (t.features.rows > 0) SetMatrix(t.features, e->mutable_features());
-      }
-    }
+    const std::vector<engine::RetrievalResult> image_results(results.begin(), results.begin() + images);
+    *response = EmbedResponseFrom(image_results, static_cast<int>(results.size()) > images ? &results.back() : nullptr);
   };
   return RetrievalCall::Start(core, ctx, "Embed", request, std::move(build), std::move(fill));
 }

@@ -80,6 +80,9 @@ def main():
     generate.add_argument("--prompt", default="")
     sub.add_parser("batch").add_argument("images", nargs="+")
     sub.add_parser("info")
+    rank = sub.add_parser("rank", help="rank texts for an image (retrieval checkpoint): best match first")
+    rank.add_argument("image")
+    rank.add_argument("texts", nargs="+")
     args = parser.parse_args()
 
     import grpc
@@ -120,6 +123,12 @@ def main():
             return 1 if failed else 0
         elif args.call == "info":
             print(stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout))
+        elif args.call == "rank":
+            response = stub.Match(pb.MatchRequest(image=image(pb, args.image), texts=args.texts), timeout=args.timeout)
+            # Best ITM match first; the same lines `blip2 client match` prints.
+            for m in sorted(response.matches, key=lambda m: -m.match_probability):
+                cut = "\t(truncated)" if m.truncated else ""
+                print(f"{m.match_probability:.6f}\t{m.similarity:.6f}\t{args.texts[m.index]}{cut}")
     except grpc.RpcError as e:
         print(f"blip2_client: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
