@@ -1,13 +1,15 @@
 """Writes a random-weight BLIP-2 checkpoint with transformers' own
 save_pretrained, so transformers and our engine load the very same weights.
 
-    python3 make_checkpoint.py OUT_DIR [--shape opt-2.7b|flan-t5-xl|tiny|tiny-t5]
+    python3 make_checkpoint.py OUT_DIR [--shape opt-2.7b|flan-t5-xl|itm-vit-g|tiny|tiny-t5|tiny-itm]
         [--dtype float16|bfloat16|float32]
 
 opt-2.7b: the released Salesforce/blip2-opt-2.7b configuration (ViT-g 39
 layers, Q-Former 12 layers, OPT-2.7b 32 layers). flan-t5-xl: the released
 Salesforce/blip2-flan-t5-xl one (the same image path, Flan-T5-XL: 24 + 24
-layers of d_model 2048, gated GELU). tiny, tiny-t5: the bundled fixtures'
+layers of d_model 2048, gated GELU). itm-vit-g: Salesforce/blip2-itm-vit-g's
+retrieval model (the same ViT-g and Q-Former with text input, 256-wide ITC
+projections, the ITM head). tiny, tiny-t5, tiny-itm: the bundled fixtures'
 configurations (for a CPU smoke run of benchmarks/gpu/run.sh). The tokenizer,
 processor and generation files come from the bundled tiny fixture of the
 same family: captions need only BOS (OPT) or </s> (T5), and ids outside its
@@ -21,7 +23,7 @@ import shutil
 import time
 
 import torch
-from transformers import Blip2Config, Blip2ForConditionalGeneration
+from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "..", "tests", "fixtures")
@@ -38,14 +40,19 @@ FLAN_T5_XL_TEXT = dict(model_type="t5", vocab_size=32128, d_model=2048, d_kv=64,
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--shape", choices=["opt-2.7b", "flan-t5-xl", "tiny", "tiny-t5"], default="opt-2.7b")
+    parser.add_argument("--shape", choices=["opt-2.7b", "flan-t5-xl", "itm-vit-g", "tiny", "tiny-t5", "tiny-itm"],
+                        default="opt-2.7b")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     args = parser.parse_args()
     start = time.time()
     t5 = "t5" in args.shape
-    fixture = os.path.join(FIXTURES, "blip2-tiny-flan-t5" if t5 else "blip2-tiny-opt")
+    itm = "itm" in args.shape
+    fixture = os.path.join(FIXTURES, "blip2-tiny-flan-t5" if t5 else "blip2-tiny-itm" if itm else "blip2-tiny-opt")
     if args.shape.startswith("tiny"):
         cfg = Blip2Config.from_pretrained(fixture)
+    elif itm:
+        cfg = Blip2Config(qformer_config=dict(use_qformer_text_input=True, vocab_size=30523), num_query_tokens=32,
+                          image_text_hidden_size=256)
     elif t5:
         # 32100 is <image> in the released Flan-T5 BLIP-2 tokenizer.
         cfg = Blip2Config(text_config=FLAN_T5_XL_TEXT, num_query_tokens=32, image_token_index=32100)
@@ -56,16 +63,23 @@ def main():
     dtype = getattr(torch, args.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
-        model = Blip2ForConditionalGeneration._from_config(cfg, dtype=dtype).eval()
+        model_class = Blip2ForImageTextRetrieval if itm else Blip2ForConditionalGeneration
+        model = model_class._from_config(cfg, dtype=dtype).eval()
     with torch.no_grad():  # small weights keep float16 activations finite over 32 layers
         for p in model.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.02)
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out)
-    names = ["tokenizer.json", "tokenizer_config.json", "processor_config.json"] + (["spiece.model"] if t5 else [])
+    names = ["tokenizer.json", "tokenizer_config.json"]
+    names += ["preprocessor_config.json"] if itm else ["processor_config.json"] + (["spiece.model"] if t5 else [])
     for name in names:
         shutil.copy(os.path.join(fixture, name), os.path.join(args.out, name))
+    if itm:  # no generation files
+        params = sum(p.numel() for p in model.parameters())
+        print(f"wrote {args.shape} ({params / 1e9:.2f} B parameters, {args.dtype}) to {args.out} in "
+              f"{time.time() - start:.1f} s")
+        return
     text = cfg.text_config
     generation = {"eos_token_id": text.eos_token_id, "pad_token_id": text.pad_token_id}
     generation.update({"decoder_start_token_id": text.decoder_start_token_id} if t5 else {"bos_token_id": text.bos_token_id})

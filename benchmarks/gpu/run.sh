@@ -13,7 +13,8 @@
 #     our engine under load; for OPT also the image path and 5,000 more
 #     captions watching host and device memory (no growth);
 #  4. print one table per model and write benchmarks/results/gpu-<gpu>.json
-#     (OPT, with [E]'s targets) and gpu-<gpu>-flan-t5-xl.json
+#     (OPT, with [E]'s targets), gpu-<gpu>-flan-t5-xl.json and
+#     gpu-<gpu>-itm-vit-g.json (retrieval: Embed and Match, [G])
 #     (benchmarks/gpu/report.py), plus every raw JSON.
 #
 # BLIP2_GPU_PHASE: all (default), build (steps 1-2) or bench (steps 3-4, on
@@ -43,14 +44,16 @@ time_left() { (( $(date +%s) - start < deadline )) || { echo "skipped: past the 
 
 if [[ $smoke == 1 ]]; then
   device=cpu build=build iters=2 batches=1,8 soak=2000 kv_mb=64 concurrency=8,32 requests=64
-  opt_shape=tiny opt_dtype=float32 t5_shape=tiny-t5 t5_dtype=float32
+  opt_shape=tiny opt_dtype=float32 t5_shape=tiny-t5 t5_dtype=float32 itm_shape=tiny-itm itm_dtype=float32
+  itm_counts=(--images 16 --texts 20 --match-images 2)
   ckpt=/tmp/blip2-gpu-smoke
 else
   device=cuda build=build-gpu iters=3 batches=1,8,64 soak=5000 kv_mb=20000 concurrency=64,128,256 requests=512
-  opt_shape=opt-2.7b opt_dtype=float16 t5_shape=flan-t5-xl t5_dtype=bfloat16
+  opt_shape=opt-2.7b opt_dtype=float16 t5_shape=flan-t5-xl t5_dtype=bfloat16 itm_shape=itm-vit-g itm_dtype=float16
+  itm_counts=(--images 64 --texts 100 --match-images 8)
   ckpt=/tmp/blip2-gpu
 fi
-opt_model=$ckpt/$opt_shape t5_model=$ckpt/$t5_shape
+opt_model=$ckpt/$opt_shape t5_model=$ckpt/$t5_shape itm_model=$ckpt/$itm_shape
 # The carried Debian packages (abseil, spdlog, fmt) the GPU build links.
 prefix=$PWD/.gpu/root
 export LD_LIBRARY_PATH=$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
@@ -70,7 +73,8 @@ fi
 tests_rc=0
 if [[ $phase != bench ]]; then
   step "checkpoints: random $t5_shape ($t5_dtype) and $opt_shape ($opt_dtype) weights, in the background"
-  (make_checkpoint "$t5_shape" "$t5_dtype" "$t5_model" && make_checkpoint "$opt_shape" "$opt_dtype" "$opt_model") &
+  (make_checkpoint "$t5_shape" "$t5_dtype" "$t5_model" && make_checkpoint "$opt_shape" "$opt_dtype" "$opt_model" &&
+   make_checkpoint "$itm_shape" "$itm_dtype" "$itm_model") &
   checkpoints=$!
   if [[ $smoke != 1 ]]; then
     step "machine"
@@ -91,7 +95,7 @@ if [[ $phase != bench ]]; then
   fi
   step "waiting for the checkpoints"
   wait "$checkpoints" || { echo "checkpoint writing failed"; exit 1; }
-  ls -la "$t5_model" "$opt_model"
+  ls -la "$t5_model" "$opt_model" "$itm_model"
   [[ $phase == build ]] && { step "build phase done (tests exit code $tests_rc)"; exit $tests_rc; }
 fi
 
@@ -131,7 +135,42 @@ measure() {  # label model dtype with_image_and_soak
   python3 benchmarks/gpu/report.py "$runs" "$out/gpu-$gpu$5.json"
 }
 
+# Retrieval (blip2-itm-vit-g shape): Embed images/s and texts/s, Match pairs/s
+# with 100 texts per image, ours and transformers' on the same weights.
+measure_retrieval() {
+  local runs=$out/raw-itm-vit-g
+  mkdir -p "$runs"
+  if step "itm-vit-g ours: Embed and Match" && time_left; then
+    timeout 120 "$build/benchmarks/retrieval_bench" --model "$itm_model" --device "$device" --dtype "$itm_dtype" \
+      "${itm_counts[@]}" --iters "$iters" --out "$runs/ours.json"
+  fi
+  if step "itm-vit-g transformers: the same workload" && time_left; then
+    timeout 150 python3 benchmarks/gpu/hf_retrieval_bench.py "$itm_model" "$runs/transformers.json" \
+      --device "$device" --dtype "$itm_dtype" "${itm_counts[@]}" --iters "$iters"
+  fi
+  step "itm-vit-g report"
+  python3 - "$runs" "$out" <<'PY'
+import json, os, subprocess, sys
+runs, out = sys.argv[1], sys.argv[2]
+ours = json.load(open(os.path.join(runs, "ours.json")))["results"][0]
+hf = json.load(open(os.path.join(runs, "transformers.json")))
+theirs = hf["results"][0]
+rows = [{"metric": name, "ours": ours[a], "transformers": theirs[b], "ours_over_transformers": ours[a] / theirs[b]}
+        for name, a, b in [("Embed images/s", "embed_images_per_s", "images_per_s"),
+                           ("Embed texts/s", "embed_texts_per_s", "texts_per_s"),
+                           ("Match pairs/s (100 texts per image)", "match_pairs_per_s", "match_pairs_per_s")]]
+for r in rows:
+    print(f"{r['metric']:<40} {r['ours']:>12.1f} {r['transformers']:>12.1f} {r['ours_over_transformers']:>7.2f}x")
+gpu = hf.get("gpu", "cpu-smoke").replace(" ", "-").lower()
+commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+json.dump({"benchmark": "gpu-retrieval", "gpu": hf.get("gpu", hf["device"]), "dtype": hf["dtype"], "commit": commit,
+           "rows": rows, "raw": {"ours": ours, "transformers": hf}},
+          open(os.path.join(out, f"gpu-{gpu}-itm-vit-g.json"), "w"), indent=1)
+PY
+}
+
 measure flan-t5-xl "$t5_model" "$t5_dtype" 0 "-flan-t5-xl"
+measure_retrieval
 measure opt-2.7b "$opt_model" "$opt_dtype" 1 ""
 step "done"
 exit $tests_rc
