@@ -100,7 +100,9 @@ int Main(int argc, char** argv) {
                               {"match_images", match_images},
                               {"texts_per_image", texts},
                               {"match_pairs_per_s", double(match_images) * texts / Median(match_s)},
-                              {"iters", iters}};
+                              {"iters", iters},
+                              {"images_per_encoder_batch", double((*engine)->Stats().images_encoded) /
+                                                               std::max<int64_t>(1, (*engine)->Stats().encoder_batches)}};
   std::printf("%-36s %8s %14s %14s %16s\n", "model", "device", "images/s", "texts/s", "match pairs/s");
   std::printf("%-36s %8s %14.1f %14.1f %16.1f\n", model.substr(model.size() > 36 ? model.size() - 36 : 0).c_str(),
               flags->Get("device", "cpu").c_str(), row["embed_images_per_s"].get<double>(),
