@@ -141,9 +141,11 @@ void Blip2Server::Drain(std::chrono::milliseconds grace) {
   if (m.drained) return;
   m.drained = true;
   const auto deadline = std::chrono::steady_clock::now() + grace;
+  // Refuse new calls before saying NOT_SERVING: a client that saw the change
+  // must not get a call admitted.
+  m.service->StartDraining();
   m.serving = false;
   m.server->GetHealthCheckService()->SetServingStatus(false);
-  m.service->StartDraining();
   spdlog::info("draining: {} calls in flight, up to {} ms", m.service->calls_in_flight(), grace.count());
   // Calls in flight (including those still decoding their image) finish...
   while (m.service->calls_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
