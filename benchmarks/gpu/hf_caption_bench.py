@@ -14,10 +14,9 @@ batch. Medians of --iters runs after one warm-up.
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from timing import median_seconds
 from transformers import Blip2ForConditionalGeneration
 
 
@@ -41,20 +40,8 @@ def main():
     tail = cfg.text_config.eos_token_id if t5 else cfg.text_config.bos_token_id
     queries = cfg.num_query_tokens
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     def timed(fn):
-        fn()  # warm-up
-        samples = []
-        for _ in range(args.iters):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+        return median_seconds(fn, dev, args.iters)
 
     rows = []
     new = args.new_tokens

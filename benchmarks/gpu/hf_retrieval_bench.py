@@ -12,10 +12,9 @@ runs after one warm-up.
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from timing import median_seconds
 from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
 
 WORDS = ["a", "photo", "of", "cat", "dog", "on", "the", "table", "red", "car", "street", "two", "people", "walking",
@@ -43,20 +42,8 @@ def main():
     tok = AutoTokenizer.from_pretrained(args.model)
     size = model.config.vision_config.image_size
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     def timed(fn):
-        fn()
-        samples = []
-        for _ in range(args.iters):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+        return median_seconds(fn, dev, args.iters)
 
     def encode(batch):
         return tok(batch, padding=True, truncation=True, max_length=32, return_tensors="pt").to(dev)
