@@ -100,6 +100,7 @@ struct Engine::Impl {
   void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
                  std::vector<uint64_t>* released, bool* stop_now);
   void FinishRegistration(Active& a);
+  absl::Status AllocateKvCache();
   void Admit(const std::vector<int64_t>& ids);
   void Route(Active& a);
   void RunVision(bool force);
@@ -152,22 +153,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
     impl->max_text_tokens = config.max_text_tokens > 0 ? std::min(config.max_text_tokens, positions) : positions;
   }
   // A retrieval engine has no language model and so no KV cache.
-  if (!retrieval) try {
-    c10::InferenceMode guard;
-    // Size the paged cache: a block count, or a byte budget.
-    const TextDecoder& decoder = impl->model->decoder();
-    KvCache probe = decoder.MakeCache(1, config.kv_block_size);
-    // Never more than max_num_seqs sequences of the longest possible length can use.
-    const int64_t useful =
-        config.max_num_seqs *
-        scheduler::BlocksFor(impl->model->MaxDecoderTokens(config.limits.max_new_tokens), config.kv_block_size);
-    impl->kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
-                                           : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
-    if (impl->kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
-    impl->kv.emplace(decoder.MakeCache(impl->kv_blocks, config.kv_block_size));
-  } catch (const std::exception& e) {
-    return StatusFromException(e, "allocating the KV cache");
-  }
+  if (!retrieval) RETURN_IF_ERROR(impl->AllocateKvCache());
   scheduler::SchedulerConfig sc;
   sc.block_size = config.kv_block_size;
   sc.num_blocks = impl->kv_blocks;
@@ -184,6 +170,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+// Sizes and allocates the paged KV cache: a block count, or a byte budget.
+absl::Status Engine::Impl::AllocateKvCache() {
+  try {
+    c10::InferenceMode guard;
+    const TextDecoder& decoder = model->decoder();
+    KvCache probe = decoder.MakeCache(1, config.kv_block_size);
+    // Never more than max_num_seqs sequences of the longest possible length can use.
+    const int64_t useful =
+        config.max_num_seqs *
+        scheduler::BlocksFor(model->MaxDecoderTokens(config.limits.max_new_tokens), config.kv_block_size);
+    kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
+                                     : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
+    if (kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
+    kv.emplace(decoder.MakeCache(kv_blocks, config.kv_block_size));
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "allocating the KV cache");
+  }
+  return absl::OkStatus();
 }
 
 const ModelSpec& Engine::spec() const { return impl_->model->spec; }
