@@ -212,7 +212,7 @@ std::vector<double> Levels(const std::string& list) {
 
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                                       {"target", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
+                                       {"target", "lb", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
                                         "images", "image-size", "out"});
   if (!flags.ok()) {
     std::fprintf(stderr, "grpc_load: %s\n", flags.status().ToString().c_str());
@@ -233,6 +233,9 @@ int Main(int argc, char** argv) {
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // Client-side balancing over several addresses, e.g. --target
+  // ipv4:127.0.0.1:5001,127.0.0.1:5002 --lb round_robin.
+  if (flags->Has("lb")) args.SetLoadBalancingPolicyName(flags->Get("lb", ""));
   auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials(),
                                            args);
   auto stub = v1::Blip2::NewStub(channel);
