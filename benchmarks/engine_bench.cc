@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -30,23 +29,6 @@
 
 namespace blip2::bench {
 namespace {
-
-// A distinct image per seed: one shared random image with a seed-dependent
-// stripe, so making thousands of them costs little.
-std::vector<float> RandomImage(const std::vector<int64_t>& shape, uint32_t seed) {
-  static const std::vector<float> base = [&] {
-    std::mt19937 rng(0);
-    std::normal_distribution<float> normal(0.f, 1.f);
-    std::vector<float> pixels(shape[0] * shape[1] * shape[2]);
-    for (float& p : pixels) p = normal(rng);
-    return pixels;
-  }();
-  std::vector<float> pixels = base;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  for (size_t i = 0; i < 4096; ++i) pixels[(seed * 4096 + i) % pixels.size()] = normal(rng);
-  return pixels;
-}
 
 engine::GenerationOverrides Tokens(int64_t n) {
   engine::GenerationOverrides o;

@@ -6,7 +6,6 @@
 //   retrieval_bench --model DIR [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 //                   [--images N] [--texts 100] [--match-images N] [--iters 3] [--out FILE]
 #include <cstdio>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -17,14 +16,6 @@
 
 namespace blip2::bench {
 namespace {
-
-std::vector<float> DistinctImage(const std::vector<int64_t>& shape, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<float> pixels(shape[0] * shape[1] * shape[2]);
-  for (float& p : pixels) p = normal(rng);
-  return pixels;
-}
 
 // Texts of a caption corpus's length (8 to 16 words), distinct by index.
 std::vector<std::string> Texts(int n, int offset) {
@@ -76,17 +67,17 @@ int Main(int argc, char** argv) {
   const auto shape = (*engine)->pixel_shape();
   uint32_t seed = 1;
   // Warm-up: one of each.
-  RunAll(**engine, {engine::RetrievalRequest{DistinctImage(shape, seed++), std::nullopt, Texts(4, 0), true, false}});
+  RunAll(**engine, {engine::RetrievalRequest{RandomImage(shape, seed++), std::nullopt, Texts(4, 0), true, false}});
   std::vector<double> image_s, text_s, match_s;
   for (int it = 0; it < iters; ++it) {
     std::vector<engine::RetrievalRequest> embed_images;
-    for (int i = 0; i < images; ++i) embed_images.push_back({DistinctImage(shape, seed++), std::nullopt, {}, false, false});
+    for (int i = 0; i < images; ++i) embed_images.push_back({RandomImage(shape, seed++), std::nullopt, {}, false, false});
     image_s.push_back(RunAll(**engine, std::move(embed_images)));
     std::vector<engine::RetrievalRequest> embed_texts;
     for (int i = 0; i < texts * match_images; i += 32) embed_texts.push_back({{}, std::nullopt, Texts(32, i + it), false, false});
     text_s.push_back(RunAll(**engine, std::move(embed_texts)));
     std::vector<engine::RetrievalRequest> match;
-    for (int i = 0; i < match_images; ++i) match.push_back({DistinctImage(shape, seed++), std::nullopt, Texts(texts, i), true, false});
+    for (int i = 0; i < match_images; ++i) match.push_back({RandomImage(shape, seed++), std::nullopt, Texts(texts, i), true, false});
     match_s.push_back(RunAll(**engine, std::move(match)));
   }
   const double text_count = 32.0 * ((texts * match_images + 31) / 32);

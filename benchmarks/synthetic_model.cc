@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -198,6 +199,21 @@ void SaveReport(const std::string& json_text, const std::string& path) {
   if (path.empty()) return;
   std::ofstream(path) << json_text << "\n";
   std::printf("\nwrote %s\n", path.c_str());
+}
+
+std::vector<float> RandomImage(const std::vector<int64_t>& shape, uint32_t seed) {
+  static const std::vector<float> base = [&] {
+    std::mt19937 rng(0);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    std::vector<float> pixels(shape[0] * shape[1] * shape[2]);
+    for (float& p : pixels) p = normal(rng);
+    return pixels;
+  }();
+  std::vector<float> pixels = base;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (size_t i = 0; i < 4096; ++i) pixels[(seed * 4096 + i) % pixels.size()] = normal(rng);
+  return pixels;
 }
 
 }  // namespace blip2::bench

@@ -31,6 +31,10 @@ absl::Status ForEachBenchModel(const common::CliFlags& flags, const std::string&
                                const std::string& synthetic_label,
                                const std::function<void(const std::string& label, const std::string& dir)>& measure);
 
+// A distinct preprocessed image [C, H, W] per seed: one shared random image
+// with a seed-dependent stripe, so making thousands of them costs little.
+std::vector<float> RandomImage(const std::vector<int64_t>& shape, uint32_t seed);
+
 // Small helpers the benchmark programs share.
 using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point start);

@@ -16,6 +16,25 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
 
 }  // namespace
 
+absl::Status ResolveImage(const ServiceCore& core, const engine::Engine& engine, const v1::Image& image,
+                          const std::string& field, std::vector<float>* pixels, std::optional<uint64_t>* key) {
+  switch (image.source_case()) {
+    case v1::Image::kData: {
+      if (image.data().empty()) return absl::InvalidArgumentError(field + ".data is empty");
+      ASSIGN_OR_RETURN(*pixels, DecodeToPixels(image.data(), DecodeLimits{core.cfg.max_image_pixels()},
+                                               engine.spec().image_processor, field + ".data"));
+      return absl::OkStatus();
+    }
+    case v1::Image::kImageId: {
+      ASSIGN_OR_RETURN(*key, ParseImageId(image.image_id()));
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " is required: set ", field, ".data or ", field, ".image_id"));
+  }
+}
+
 std::shared_ptr<EngineJob> EngineJob::Start(ServiceCore* core, JobInput input, JobCallbacks callbacks,
                                             Clock::time_point call_start, std::string request_id) {
   std::shared_ptr<EngineJob> job(
@@ -40,20 +59,7 @@ absl::StatusOr<engine::EngineRequest> EngineJob::BuildRequest() const {
       !params.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("options.", params.status().message()));
   }
-  switch (input_.image.source_case()) {
-    case v1::Image::kData: {
-      if (input_.image.data().empty()) return absl::InvalidArgumentError("image.data is empty");
-      ASSIGN_OR_RETURN(request.pixels, DecodeToPixels(input_.image.data(), DecodeLimits{core_->cfg.max_image_pixels()},
-                                                      core_->engine->spec().image_processor, "image.data"));
-      break;
-    }
-    case v1::Image::kImageId: {
-      ASSIGN_OR_RETURN(request.image_key, ParseImageId(input_.image.image_id()));
-      break;
-    }
-    default:
-      return absl::InvalidArgumentError("image is required: set image.data or image.image_id");
-  }
+  RETURN_IF_ERROR(ResolveImage(*core_, *core_->engine, input_.image, "image", &request.pixels, &request.image_key));
   request.prompt = input_.prompt;
   request.priority = input_.priority;
   request.deadline = input_.deadline;

@@ -16,6 +16,12 @@
 
 namespace blip2::server {
 
+// An API image as the engine takes it: decoded and preprocessed pixels (with
+// `engine`'s image processor), or a registered image's key. `field` names it
+// in errors ("image", "images[2]").
+absl::Status ResolveImage(const ServiceCore& core, const engine::Engine& engine, const v1::Image& image,
+                          const std::string& field, std::vector<float>* pixels, std::optional<uint64_t>* key);
+
 struct JobInput {
   v1::Image image;
   std::string prompt;

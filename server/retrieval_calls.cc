@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/api_convert.h"
-#include "server/image_decoder.h"
+#include "server/engine_job.h"
 #include "server/retrieval_output.h"
 
 namespace blip2::server {
@@ -101,26 +101,6 @@ class RetrievalCall final : public grpc::ServerUnaryReactor {
   std::shared_ptr<RetrievalCall> self_;
 };
 
-// An API image as the engine takes it: decoded pixels, or a registered key.
-absl::Status ResolveImage(const ServiceCore& core, engine::Engine& engine, const v1::Image& image,
-                          const std::string& field, engine::RetrievalRequest* out) {
-  switch (image.source_case()) {
-    case v1::Image::kData: {
-      if (image.data().empty()) return absl::InvalidArgumentError(field + ".data is empty");
-      ASSIGN_OR_RETURN(out->pixels, DecodeToPixels(image.data(), DecodeLimits{core.cfg.max_image_pixels()},
-                                                   engine.spec().image_processor, field + ".data"));
-      return absl::OkStatus();
-    }
-    case v1::Image::kImageId: {
-      ASSIGN_OR_RETURN(out->image_key, ParseImageId(image.image_id()));
-      return absl::OkStatus();
-    }
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(field, " is required: set ", field, ".data or ", field,
-                                                     ".image_id"));
-  }
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* StartMatch(ServiceCore* core, grpc::CallbackServerContext* ctx,
@@ -128,7 +108,7 @@ grpc::ServerUnaryReactor* StartMatch(ServiceCore* core, grpc::CallbackServerCont
   auto build = [core, request](engine::Engine& engine) -> absl::StatusOr<std::vector<engine::RetrievalRequest>> {
     if (request.texts().empty()) return absl::InvalidArgumentError("texts is empty: nothing to match the image against");
     engine::RetrievalRequest r;
-    RETURN_IF_ERROR(ResolveImage(*core, engine, request.image(), "image", &r));
+    RETURN_IF_ERROR(ResolveImage(*core, engine, request.image(), "image", &r.pixels, &r.image_key));
     r.texts.assign(request.texts().begin(), request.texts().end());
     r.match = true;
     return std::vector<engine::RetrievalRequest>{std::move(r)};
@@ -149,7 +129,8 @@ grpc::ServerUnaryReactor* StartEmbed(ServiceCore* core, grpc::CallbackServerCont
     std::vector<engine::RetrievalRequest> out;
     for (int i = 0; i < request.images_size(); ++i) {
       engine::RetrievalRequest r;
-      RETURN_IF_ERROR(ResolveImage(*core, engine, request.images(i), absl::StrCat("images[", i, "]"), &r));
+      RETURN_IF_ERROR(
+          ResolveImage(*core, engine, request.images(i), absl::StrCat("images[", i, "]"), &r.pixels, &r.image_key));
       r.features = request.include_features();
       out.push_back(std::move(r));
     }

@@ -10,6 +10,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_split.h"
 #include "engine/blip2_model.h"
 #include "engine/engine.h"
 #include "engine/retrieval_sink.h"
@@ -145,14 +146,7 @@ std::vector<std::string> ImagePathImages(const FixtureModel& fm) {
   for (const std::string& key : fm.Keys()) {
     const std::string suffix = ".vision.last_hidden_state";
     if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      std::vector<std::string> images;
-      std::string names = key.substr(0, key.size() - suffix.size());
-      for (size_t start = 0, plus; start <= names.size(); start = plus + 1) {
-        plus = names.find('+', start);
-        if (plus == std::string::npos) plus = names.size();
-        images.push_back(names.substr(start, plus - start));
-      }
-      return images;
+      return absl::StrSplit(key.substr(0, key.size() - suffix.size()), '+');
     }
   }
   return {};
