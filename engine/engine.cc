@@ -224,6 +224,13 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
                                                    m.kv_blocks, ")"));
   }
+  // After a preemption a sequence is recomputed in one step: up to its whole
+  // history but the last token (scheduler.h).
+  if (a->batched && total - 1 > m.config.max_batched_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total,
+                                                   " tokens) exceeds what one step computes (max_batched_tokens ",
+                                                   m.config.max_batched_tokens, ")"));
+  }
   a->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
   a->sink = std::move(sink);
   a->request = std::move(request);
@@ -430,7 +437,7 @@ void Engine::Impl::Route(Active& a) {
   scheduler::SequenceRequest r{a.id, static_cast<int64_t>(a.first_step.token_ids.size()), a.params.max_new_tokens,
                                a.request.priority, a.request.deadline};
   if (sched->Add(r) != scheduler::AddResult::kQueued) {
-    Fail(a.id, absl::InvalidArgumentError("the request can never fit the KV cache"));
+    Fail(a.id, absl::InternalError("the scheduler refused a request that Submit admitted"));
     return;
   }
   TextPieceSink piece;

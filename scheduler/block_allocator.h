@@ -17,6 +17,9 @@ class BlockAllocator {
   int64_t num_blocks() const { return static_cast<int64_t>(ref_counts_.size()); }
   int64_t num_free() const { return static_cast<int64_t>(free_.size()); }
   int64_t num_used() const { return num_blocks() - num_free(); }
+  // For invariant checks: holders of `block`, and the free blocks.
+  int32_t ref_count(BlockId block) const { return ref_counts_[block]; }
+  const std::vector<BlockId>& free_blocks() const { return free_; }
 
   // `n` fresh blocks (reference count 1), or an empty vector when fewer are free.
   std::vector<BlockId> Allocate(int64_t n);

@@ -13,8 +13,11 @@ Scheduler::Scheduler(const SchedulerConfig& config)
 
 AddResult Scheduler::Add(const SequenceRequest& request) {
   if (sequences_.count(request.id) > 0) return AddResult::kDuplicate;
+  // The longest computation a sequence may ever need is its recompute after a
+  // preemption just before its last token: prompt + max_new_tokens - 1. One
+  // that cannot fit a step would wait forever.
   if (BlocksFor(request.prompt_tokens + request.max_new_tokens, config_.block_size) > config_.num_blocks ||
-      request.prompt_tokens > config_.max_batched_tokens) {
+      request.prompt_tokens + std::max<int64_t>(request.max_new_tokens - 1, 0) > config_.max_batched_tokens) {
     return AddResult::kNeverFits;
   }
   Sequence s;
@@ -38,6 +41,12 @@ std::optional<int64_t> Scheduler::generated_tokens(RequestId id) const {
   return it->second.generated;
 }
 
+std::optional<int64_t> Scheduler::prompt_tokens(RequestId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return std::nullopt;
+  return it->second.request.prompt_tokens;
+}
+
 void Scheduler::Remove(RequestId id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
@@ -57,13 +66,14 @@ void Scheduler::Preempt(RequestId id, SchedulerOutput* out) {
   out->preempted.push_back(id);
 }
 
+bool Scheduler::MoreUrgent(RequestId a, RequestId b) const {
+  const Sequence& x = sequences_.at(a);
+  const Sequence& y = sequences_.at(b);
+  return std::make_pair(x.request.priority, x.arrival) < std::make_pair(y.request.priority, y.arrival);
+}
+
 void Scheduler::SortWaiting() {
-  std::stable_sort(waiting_.begin(), waiting_.end(), [&](RequestId a, RequestId b) {
-    const Sequence& x = sequences_.at(a);
-    const Sequence& y = sequences_.at(b);
-    if (x.request.priority != y.request.priority) return x.request.priority < y.request.priority;
-    return x.arrival < y.arrival;
-  });
+  std::sort(waiting_.begin(), waiting_.end(), [&](RequestId a, RequestId b) { return MoreUrgent(a, b); });
 }
 
 SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
@@ -81,16 +91,21 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
   }
   for (RequestId id : leaving) Remove(id);
 
-  // One decode token for every running sequence, oldest first, preempting the
-  // least urgent, newest sequence when a block is missing.
+  // One decode token for every running sequence, in urgency order. When a
+  // block is missing, the victim is the least urgent sequence not yet in this
+  // step: the last of `order` still running. Every sequence before the
+  // current one is more urgent, so a victim is never already in the step
+  // (S1, S2); at worst the asking sequence preempts itself.
+  std::vector<RequestId> order = running_;
+  std::sort(order.begin(), order.end(), [&](RequestId a, RequestId b) { return MoreUrgent(a, b); });
   std::set<RequestId> preempted_now;
-  const std::vector<RequestId> running = running_;
-  for (RequestId id : running) {
-    if (preempted_now.count(id) > 0) continue;
+  size_t end = order.size();  // order[i, end): running and not yet in the step
+  for (size_t i = 0; i < end; ++i) {
     if (static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs ||
         out.total_tokens + 1 > config_.max_batched_tokens) {
       break;
     }
+    const RequestId id = order[i];
     Sequence& s = sequences_.at(id);
     bool scheduled = true;
     while (BlocksFor(s.cached + 1, config_.block_size) > static_cast<int64_t>(s.blocks.size())) {
@@ -99,11 +114,7 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
         s.blocks.push_back(block[0]);
         continue;
       }
-      const RequestId victim = *std::max_element(running_.begin(), running_.end(), [&](RequestId a, RequestId b) {
-        const Sequence& x = sequences_.at(a);
-        const Sequence& y = sequences_.at(b);
-        return std::make_pair(x.request.priority, x.arrival) < std::make_pair(y.request.priority, y.arrival);
-      });
+      const RequestId victim = order[--end];
       Preempt(victim, &out);
       preempted_now.insert(victim);
       if (victim == id) {
@@ -111,12 +122,14 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
         break;
       }
     }
-    if (!scheduled) continue;
+    if (!scheduled) break;  // it was the last one left
     out.sequences.push_back({id, s.cached, 1, false, s.blocks});
     out.total_tokens += 1;
   }
 
-  // Admit waiting sequences while their whole (re)computation fits.
+  // Admit waiting sequences while their whole (re)computation fits. The
+  // watermark keeps blocks for the decodes of running sequences; with none
+  // running it would only stop a sequence that needs the whole cache forever.
   SortWaiting();
   while (!waiting_.empty()) {
     const RequestId id = waiting_.front();
@@ -127,7 +140,7 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
     if (static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs ||
         static_cast<int64_t>(running_.size()) >= config_.max_num_seqs ||
         out.total_tokens + tokens > config_.max_batched_tokens ||
-        blocks_.num_free() - need < watermark_blocks_) {
+        blocks_.num_free() - need < (running_.empty() ? 0 : watermark_blocks_)) {
       break;
     }
     s.blocks = blocks_.Allocate(need);

@@ -8,17 +8,46 @@
 //   scheduler.Update(out, finished_ids);
 //
 // Policy:
-// - Running sequences each get one decode token first, oldest first. When a
-//   decode needs a new block and none is free, the newest sequence of the
-//   least urgent priority class is preempted: its blocks are freed and it goes
-//   back to the front of the waiting queue, to be recomputed (prompt plus the
-//   tokens it had generated) when it is admitted again.
+// - Running sequences each get one decode token first, in urgency order
+//   (priority, then arrival: oldest first within a class). When a decode needs
+//   a new block and none is free, the least urgent running sequence not yet in
+//   this step is preempted: the last one of that same order, possibly the one
+//   asking. Because the walk is in urgency order, every sequence already put in
+//   the step is more urgent than the victim, so a victim is never in the step.
+//   Its blocks are freed and it goes back to the waiting queue, to be
+//   recomputed (prompt plus the tokens it had generated) when admitted again.
 // - Then waiting sequences are admitted in priority order (lower value first),
 //   FIFO within a class, while their whole prompt fits the free blocks (minus a
-//   watermark), max_num_seqs and max_batched_tokens. A request that could never
-//   fit the cache is rejected when it is added.
+//   watermark while others run), max_num_seqs and max_batched_tokens. A
+//   request that could never run is refused when it is added: its prompt plus
+//   max_new_tokens exceeds the cache, or its longest recompute (prompt plus
+//   max_new_tokens - 1) exceeds max_batched_tokens.
 // - Sequences past their deadline are removed (their blocks freed) and
 //   reported; cancelled ones likewise, at the next Schedule.
+//
+// Invariants (checked by scheduler/invariants.h after every Schedule and
+// Update in tests/scheduler/scheduler_property_test.cc, over thousands of
+// random schedules). Of every SchedulerOutput:
+//   S1  No sequence in `sequences` is also in `preempted`, `cancelled` or
+//       `expired`, and none is there twice: the engine computes exactly the
+//       sequences that still own their blocks.
+//   S2  No block appears in two block tables of one step, nor twice in one:
+//       no two writers of one KV slot.
+//   S3  Every block table covers its tokens:
+//       block_table.size() >= BlocksFor(cached_tokens + new_tokens).
+//   S4  A prefill starts from nothing (cached_tokens == 0) and computes the
+//       sequence's whole history (prompt plus generated tokens); a decode
+//       computes one token after cached_tokens == prompt + generated - 1.
+//   S5  At most max_num_seqs sequences and max_batched_tokens tokens;
+//       total_tokens is the sum of new_tokens.
+// Of the scheduler's state:
+//   B1  Every block is free (reference count 0, on the free list once) or held
+//       by exactly the live sequences that list it (its reference count).
+//   B2  Free blocks plus held blocks equal the capacity.
+//   B3  Every running sequence's blocks cover its cached tokens.
+//   Q1  Every live sequence is either waiting or running, never both, never
+//       neither; waiting sequences hold no blocks.
+//   Q2  At most max_num_seqs sequences run.
 #pragma once
 
 #include <chrono>
@@ -32,6 +61,10 @@
 #include "scheduler/block_allocator.h"
 
 namespace blip2::scheduler {
+
+struct Violation;
+class Scheduler;
+std::vector<Violation> StateViolations(const Scheduler& scheduler);
 
 using RequestId = int64_t;
 using Clock = std::chrono::steady_clock;
@@ -75,7 +108,8 @@ class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);
 
-  // kNeverFits when prompt + max_new_tokens needs more blocks than the cache has.
+  // kNeverFits when prompt + max_new_tokens needs more blocks than the cache
+  // has, or prompt + max_new_tokens - 1 tokens exceed max_batched_tokens.
   AddResult Add(const SequenceRequest& request);
   // Takes effect at the next Schedule; unknown ids are ignored. Returns whether the id was known.
   bool Cancel(RequestId id);
@@ -96,8 +130,13 @@ class Scheduler {
   int64_t num_used_blocks() const { return blocks_.num_used(); }
   // Tokens generated so far by a live sequence (for recompute after preemption).
   std::optional<int64_t> generated_tokens(RequestId id) const;
+  // Tokens of a live sequence's prompt.
+  std::optional<int64_t> prompt_tokens(RequestId id) const;
+  const SchedulerConfig& config() const { return config_; }
 
  private:
+  friend std::vector<Violation> StateViolations(const Scheduler& scheduler);
+
   struct Sequence {
     SequenceRequest request;
     int64_t arrival = 0;            // order of Add
@@ -110,7 +149,10 @@ class Scheduler {
   int64_t TokensToCompute(const Sequence& s) const { return s.request.prompt_tokens + s.generated - s.cached; }
   void Preempt(RequestId id, SchedulerOutput* out);
   void Remove(RequestId id);
-  // Waiting ids in admission order: priority, then arrival.
+  // Priority first (lower value), then arrival (earlier): the order of
+  // decodes, of admission, and (reversed) of preemption.
+  bool MoreUrgent(RequestId a, RequestId b) const;
+  // Waiting ids in admission order.
   void SortWaiting();
 
   SchedulerConfig config_;

@@ -15,6 +15,7 @@
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"
+#include "tests/parity/model_helpers.h"
 #include "tests/parity/tensor_helpers.h"
 #include "tests/test_support.h"
 
@@ -33,22 +34,6 @@ engine::GenerationOverrides OverridesFromKwargs(const json& kw) {
   }
   o.seed = 0;
   return o;
-}
-
-// Logits of every position of `ids` in one prefill through the KV-cache path, [T, V].
-at::Tensor FullLogits(const engine::OptDecoder& decoder, const at::Tensor& embeds, const std::vector<int64_t>& ids) {
-  engine::KvCache cache = decoder.MakeSlotCache(1, static_cast<int64_t>(ids.size()));
-  engine::DecoderInput in;
-  in.blocks = cache.SlotBlocks(0);
-  in.token_ids = ids;
-  in.image_embeds = embeds;
-  in.all_logits = true;
-  return decoder.Step({in}, cache);
-}
-
-// The first decoder step of a case (for T5, after the encoder).
-engine::DecoderInput FirstStep(const engine::Blip2Model& m, const at::Tensor& embeds, const std::vector<int64_t>& ids) {
-  return m.FirstSteps({engine::EncoderInput{ids, embeds}})[0];
 }
 
 TEST_CASE("parity: OPT and T5 logits, KV-cache steps and every generate run match transformers") {
@@ -195,79 +180,6 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
     ++checked;
   }
   CHECK(checked > 0);
-}
-
-}  // namespace
-}  // namespace blip2::testing
-
-namespace blip2::testing {
-namespace {
-
-// float16 / bfloat16 against our own float32 (fixtures README): teacher-forced
-// logits within relative L2 1e-2 (float16) and 3e-2 (bfloat16; 6e-2 for T5,
-// whose unscaled attention scores bfloat16 rounds coarsely: transformers' own
-// bfloat16 misses float32 by 0.042 on blip2-tiny-flan-t5, see
-// docs/generation.md); greedy ids
-// identical up to the first step where float32's top two logits are within 0.1
-// of each other (a near-tie half precision may legitimately break).
-TEST_CASE("parity: half-precision logits and greedy ids against float32") {
-  const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
-  for (const CaseFolder& folder : DiscoverCaseFolders(FixturesDir())) {
-    const std::string& dir = folder.dir;
-    const json& reference = folder.reference;
-    auto f32 = engine::Blip2Model::Load({dir, TestDevice(), "float32"}, true);
-    REQUIRE(f32.ok());
-    for (const auto& [dtype, tolerance] : std::vector<std::pair<std::string, double>>{{"float16", 1e-2}, {"bfloat16", 3e-2}}) {
-      auto half = engine::Blip2Model::Load({dir, TestDevice(), dtype}, true);
-      REQUIRE(half.ok());
-      c10::InferenceMode guard;
-      double worst = 0;
-      int compared_steps = 0;
-      for (const auto& [case_name, c] : reference["cases"].items()) {
-        const std::vector<int64_t> ids = c["input_ids"].get<std::vector<int64_t>>();
-        const std::vector<float> pixels = ReferencePixels(models, c["image"].get<std::string>());
-        // Greedy, 12 steps, stop ids suppressed.
-        engine::GenerationOverrides o;
-        o.max_new_tokens = 12;
-        o.min_new_tokens = 12;
-        const engine::GenerationParams p = *engine::ResolveGenerationParams((*f32)->spec.generation, o, {});
-        std::vector<at::Tensor> steps;
-        engine::GenerationHooks hooks;
-        hooks.on_logits = [&](const at::Tensor& l) { steps.push_back(l[0].cpu().clone()); };
-        auto greedy = [&](const engine::Blip2Model& m, const engine::GenerationHooks& h) {
-          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          return engine::Generate(m.decoder(), FirstStep(m, embeds, ids), p, h)[0].tokens;
-        };
-        const auto ref_ids = greedy(**f32, hooks);
-        const auto half_ids = greedy(**half, {});
-        // Teacher-forced logits: OPT over the prompt, T5 over the start token
-        // and float32's greedy ids.
-        auto logits_of = [&](const engine::Blip2Model& m) {
-          const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({pixels})).projected[0];
-          if (m.opt) return FullLogits(*m.opt, embeds, ids).cpu();
-          std::vector<int64_t> decoder_ids = FirstStep(m, embeds, ids).token_ids;
-          decoder_ids.insert(decoder_ids.end(), ref_ids.begin(), ref_ids.end());
-          return m.t5->Decode(m.t5->Encode(embeds, ids), decoder_ids).cpu();
-        };
-        const at::Tensor a = logits_of(**f32), b = logits_of(**half);
-        worst = std::max(worst, ((b - a).norm() / a.norm()).item<double>());
-        for (size_t s = 0; s < ref_ids.size(); ++s) {
-          if (half_ids[s] == ref_ids[s]) {
-            ++compared_steps;
-            continue;
-          }
-          const auto top2 = std::get<0>(steps[s].topk(2));
-          INFO(dir << " " << dtype << " " << case_name << " step " << s);
-          CHECK((top2[0] - top2[1]).item<double>() <= 0.1);
-          break;
-        }
-      }
-      const double bound = (*f32)->t5 && dtype == "bfloat16" ? 6e-2 : tolerance;
-      std::printf("PARITY %-22s %-9s teacher-forced logits relative L2 %.3g (tolerance %.3g), %d greedy steps equal\n",
-                  folder.name.c_str(), dtype.c_str(), worst, bound, compared_steps);
-      CHECK(worst <= bound);
-    }
-  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "scheduler/invariants.h"
 #include "tests/catch.h"
 
 namespace blip2::scheduler {
@@ -29,7 +30,15 @@ struct Event {
   RequestId id;
 };
 
-// Runs a scheduler for `steps` steps and describes each one. `scheduler`, when
+// "invariant: detail" lines, for a failure message.
+std::string Describe(const std::vector<Violation>& violations) {
+  std::string text;
+  for (const Violation& v : violations) text += v.invariant + ": " + v.detail + "\n";
+  return text;
+}
+
+// Runs a scheduler for `steps` steps and describes each one, checking every
+// invariant of scheduler.h after each Schedule and Update. `scheduler`, when
 // given, receives the scheduler for checks after the run.
 std::vector<std::string> Simulate(const SchedulerConfig& config, const std::vector<Arrival>& arrivals, int steps,
                                   const std::vector<Event>& events = {},
@@ -50,6 +59,8 @@ std::vector<std::string> Simulate(const SchedulerConfig& config, const std::vect
       if (e.step == step) s.Cancel(e.id);
     }
     const SchedulerOutput out = s.Schedule(t0 + std::chrono::seconds(step));
+    CHECK(Describe(StepViolations(s, out)) == "");
+    CHECK(Describe(StateViolations(s)) == "");
     std::string line;
     auto add = [&](const std::string& item) { line += (line.empty() ? "" : " ") + item; };
     std::vector<RequestId> finished;
@@ -62,6 +73,7 @@ std::vector<std::string> Simulate(const SchedulerConfig& config, const std::vect
     for (RequestId id : out.cancelled) add("C" + std::to_string(id));
     for (RequestId id : out.expired) add("X" + std::to_string(id));
     for (RequestId id : s.Update(out, finished)) add("F" + std::to_string(id));
+    CHECK(Describe(StateViolations(s)) == "");
     trace.push_back(line);
   }
   if (scheduler != nullptr) *scheduler = std::move(owned);
@@ -113,6 +125,37 @@ TEST_CASE("scheduler: out of blocks, the newest sequence is preempted and later 
   CHECK(s->num_used_blocks() == 0);
 }
 
+// The case that once corrupted KV: a less urgent sequence admitted before a
+// more urgent one is the victim when the urgent one needs a block. It was
+// preempted after it had been put in the step ("D1 D2 !1"), so both wrote
+// block 1. Decodes now go in urgency order and the victim is never in the step.
+TEST_CASE("scheduler: the less urgent, earlier sequence is preempted before it is put in the step") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 2;
+  c.watermark = 0;
+  std::unique_ptr<Scheduler> s;
+  CHECK(Simulate(c, {{0, Req(1, 1, 3, /*priority=*/1)}, {1, Req(2, 4, 3, /*priority=*/0)}}, 6, {}, &s) ==
+        Trace{"P1:1", "D1 P2:4", "D2 !1", "D2 F2", "P1:3 F1", ""});
+  CHECK(s->num_used_blocks() == 0);
+}
+
+// Mixed priorities with a re-admission: 1 (less urgent) runs first, is
+// preempted for 2 and 3, comes back when they finish and is recomputed from
+// its prompt and the tokens it had made.
+TEST_CASE("scheduler: mixed priorities, preemption and re-admission") {
+  SchedulerConfig c;
+  c.block_size = 2;
+  c.num_blocks = 4;
+  c.watermark = 0;
+  // Step 2: decodes in urgency order (2 before 1). Step 3: 1 needs a third
+  // block; it is the least urgent, so it preempts itself and 3 gets its
+  // blocks. Step 5: 3 preempts itself rather than take 2's blocks.
+  CHECK(Simulate(c, {{0, Req(1, 2, 6, 1)}, {1, Req(2, 2, 6, 0)}, {2, Req(3, 1, 4, 0)}}, 13) ==
+        Trace{"P1:2", "D1 P2:2", "D2 D1", "D2 P3:1 !1", "D2 D3", "D2 !3", "D2 F2", "P3:3", "D3 F3", "P1:5", "D1",
+              "D1 F1", ""});
+}
+
 TEST_CASE("scheduler: lower priority values are admitted first, FIFO within a class") {
   SchedulerConfig c;
   c.max_num_seqs = 1;
@@ -159,8 +202,22 @@ TEST_CASE("scheduler: requests that can never fit are refused when added") {
   Scheduler s(c);
   CHECK(s.Add(Req(1, 10, 3)) == AddResult::kNeverFits);  // 13 tokens need 4 blocks of 3
   CHECK(s.Add(Req(2, 101, 1)) == AddResult::kNeverFits);
+  // Its recompute after a preemption just before the last token: 99 + 2 > 100.
+  CHECK(s.Add(Req(4, 9, 3)) == AddResult::kQueued);
+  c.block_size = 100;
+  Scheduler wide(c);
+  CHECK(wide.Add(Req(5, 99, 3)) == AddResult::kNeverFits);
+  CHECK(wide.Add(Req(6, 99, 2)) == AddResult::kQueued);
   CHECK(s.Add(Req(3, 4, 4)) == AddResult::kQueued);
   CHECK(s.Add(Req(3, 4, 4)) == AddResult::kDuplicate);
+}
+
+TEST_CASE("scheduler: the watermark never stops a sequence that needs the whole cache when nothing else runs") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 4;
+  c.watermark = 0.25;  // one block kept for decodes
+  CHECK(Simulate(c, {{0, Req(1, 15, 1)}, {0, Req(2, 4, 2)}}, 4) == Trace{"P1:15 F1", "P2:4", "D2 F2", ""});
 }
 
 TEST_CASE("block allocator: shared blocks are freed when their last holder lets go") {

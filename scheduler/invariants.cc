@@ -1,0 +1,118 @@
+#include "scheduler/invariants.h"
+
+#include <map>
+#include <set>
+
+namespace blip2::scheduler {
+namespace {
+
+std::string Id(RequestId id) { return "sequence " + std::to_string(id); }
+
+}  // namespace
+
+std::vector<Violation> StepViolations(const Scheduler& scheduler, const SchedulerOutput& out) {
+  const SchedulerConfig& config = scheduler.config();
+  std::vector<Violation> v;
+  // S1
+  std::set<RequestId> removed(out.preempted.begin(), out.preempted.end());
+  removed.insert(out.cancelled.begin(), out.cancelled.end());
+  removed.insert(out.expired.begin(), out.expired.end());
+  std::set<RequestId> seen;
+  for (const ScheduledSequence& q : out.sequences) {
+    if (removed.count(q.id) > 0) v.push_back({"S1 scheduled and removed", Id(q.id) + " is in the step and lost its blocks"});
+    if (!seen.insert(q.id).second) v.push_back({"S1 scheduled twice", Id(q.id)});
+  }
+  // S2
+  std::map<BlockId, RequestId> writer;
+  for (const ScheduledSequence& q : out.sequences) {
+    for (BlockId b : q.block_table) {
+      auto [it, fresh] = writer.emplace(b, q.id);
+      if (!fresh) {
+        v.push_back({"S2 block in two tables",
+                     "block " + std::to_string(b) + " in " + Id(it->second) + " and " + Id(q.id)});
+      }
+    }
+  }
+  int64_t tokens = 0;
+  for (const ScheduledSequence& q : out.sequences) {
+    tokens += q.new_tokens;
+    // S3
+    if (static_cast<int64_t>(q.block_table.size()) < BlocksFor(q.cached_tokens + q.new_tokens, config.block_size)) {
+      v.push_back({"S3 table too short", Id(q.id) + ": " + std::to_string(q.block_table.size()) + " blocks for " +
+                                             std::to_string(q.cached_tokens + q.new_tokens) + " tokens"});
+    }
+    // S4: only for sequences the scheduler still knows (a removed one is S1's).
+    const std::optional<int64_t> generated = scheduler.generated_tokens(q.id);
+    const std::optional<int64_t> prompt = scheduler.prompt_tokens(q.id);
+    if (!generated || !prompt) continue;
+    const int64_t history = *prompt + *generated;
+    const bool ok = q.is_prefill ? q.cached_tokens == 0 && q.new_tokens == history
+                                 : q.new_tokens == 1 && q.cached_tokens == history - 1 && *generated > 0;
+    if (!ok) {
+      v.push_back({"S4 wrong tokens", Id(q.id) + (q.is_prefill ? " prefill" : " decode") + " of " +
+                                          std::to_string(q.new_tokens) + " after " + std::to_string(q.cached_tokens) +
+                                          ", history " + std::to_string(history)});
+    }
+  }
+  // S5
+  if (static_cast<int64_t>(out.sequences.size()) > config.max_num_seqs) v.push_back({"S5 too many sequences", ""});
+  if (tokens != out.total_tokens) v.push_back({"S5 total_tokens wrong", ""});
+  if (tokens > config.max_batched_tokens) v.push_back({"S5 too many tokens", std::to_string(tokens)});
+  return v;
+}
+
+std::vector<Violation> StateViolations(const Scheduler& s) {
+  std::vector<Violation> v;
+  const BlockAllocator& blocks = s.blocks_;
+  // B1: count the holders of every block from the sequences' own lists.
+  std::vector<int32_t> holders(static_cast<size_t>(blocks.num_blocks()), 0);
+  for (const auto& [id, q] : s.sequences_) {
+    for (BlockId b : q.blocks) {
+      if (b < 0 || b >= blocks.num_blocks()) {
+        v.push_back({"B1 bad block id", Id(id) + " lists block " + std::to_string(b)});
+      } else {
+        ++holders[static_cast<size_t>(b)];
+      }
+    }
+  }
+  std::vector<int32_t> on_free_list(holders.size(), 0);
+  for (BlockId b : blocks.free_blocks()) ++on_free_list[static_cast<size_t>(b)];
+  int64_t held = 0;
+  for (size_t b = 0; b < holders.size(); ++b) {
+    const int32_t refs = blocks.ref_count(static_cast<BlockId>(b));
+    const bool free = refs == 0 && on_free_list[b] == 1 && holders[b] == 0;
+    const bool owned = refs > 0 && on_free_list[b] == 0 && holders[b] == refs;
+    if (!free && !owned) {
+      v.push_back({"B1 block neither free nor held by its listers",
+                   "block " + std::to_string(b) + ": reference count " + std::to_string(refs) + ", listed by " +
+                       std::to_string(holders[b]) + " sequences, on the free list " + std::to_string(on_free_list[b]) +
+                       " times"});
+    }
+    if (owned) ++held;
+  }
+  // B2
+  if (blocks.num_free() + held != blocks.num_blocks()) {
+    v.push_back({"B2 free + held != capacity", std::to_string(blocks.num_free()) + " + " + std::to_string(held) +
+                                                   " != " + std::to_string(blocks.num_blocks())});
+  }
+  // Q1, B3
+  std::map<RequestId, int> places;
+  for (RequestId id : s.waiting_) ++places[id];
+  for (RequestId id : s.running_) places[id] += 10;
+  for (const auto& [id, q] : s.sequences_) {
+    const int place = places.count(id) > 0 ? places.at(id) : 0;
+    if (place != 1 && place != 10) v.push_back({"Q1 not in exactly one queue", Id(id)});
+    if (place == 1 && !q.blocks.empty()) v.push_back({"Q1 waiting sequence holds blocks", Id(id)});
+    if (place == 10 && static_cast<int64_t>(q.blocks.size()) < BlocksFor(q.cached, s.config_.block_size)) {
+      v.push_back({"B3 blocks do not cover cached tokens", Id(id)});
+    }
+  }
+  for (const auto& [id, place] : places) {
+    if (s.sequences_.count(id) == 0) v.push_back({"Q1 unknown sequence queued", Id(id)});
+  }
+  // Q2
+  if (static_cast<int64_t>(s.running_.size()) > s.config_.max_num_seqs) v.push_back({"Q2 too many running", ""});
+  return v;
+}
+
+}  // namespace blip2::scheduler

@@ -1,0 +1,18 @@
+// A copy of a model folder whose every floating-point weight is multiplied by
+// (1 + e), e uniform in [-relative, relative], stored as float32. Running it
+// in float32 measures how far a checkpoint's outputs move under weight noise
+// of a given relative size: with `relative` a dtype's unit roundoff, the
+// scale of error that computing in that dtype costs this model, measured on
+// this machine rather than assumed (tests/parity/generation_parity_test.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace blip2::testing {
+
+// Writes the copy into a fresh temporary folder and returns its path; the
+// config, tokenizer and processor files come along, references do not.
+std::string PerturbedCheckpoint(const std::string& model_dir, double relative, uint64_t seed);
+
+}  // namespace blip2::testing
