@@ -3,8 +3,12 @@
 the bundled retrieval fixture (tests/fixtures/blip2-tiny-itm, BERT WordPiece)
 returns for strings that exercise every normaliser and pre-tokenizer rule
 (accents, CJK, punctuation and symbols, control characters, casing, added
-tokens in the text, over-long words), with and without truncation. The tests
-read the committed file; rerun this (transformers from PyPI) to refresh it:
+tokens in the text, over-long words), with and without truncation. The file
+names the tokenizer folder it was made from (relative to the project root)
+and the FNV-1a 64 hash of its tokenizer.json: the test checks the strings
+against exactly that file, whatever BLIP2_FIXTURES_DIR says, and fails if the
+file changed without this being rerun. The tests read the committed file;
+rerun this (transformers from PyPI) to refresh it:
     python3 scripts/make_wordpiece_reference.py
 """
 import json
@@ -13,7 +17,8 @@ import os
 from transformers import AutoTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "blip2-tiny-itm")
+FIXTURE_REL = "tests/fixtures/blip2-tiny-itm"
+FIXTURE = os.path.join(HERE, "..", FIXTURE_REL)
 OUT = os.path.join(HERE, "..", "tests", "data", "wordpiece_reference.json")
 
 STRINGS = [
@@ -24,6 +29,14 @@ STRINGS = [
     "[MASK] a cat [SEP] on [PAD] a mat", "🐱 cat 🐶 dog", "a" * 150, "unaffable unbelievable playing",
     "ΣΑΣ σας", "İstanbul", "ﬁne ligatures", "don't stop-believing", "",
 ]
+
+
+def fnv1a64(data):
+    """The same 64-bit FNV-1a as tests/parity/tokenizer_parity_test.cc."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
 
 
 def main():
@@ -37,8 +50,10 @@ def main():
             cases.append({"text": text, "max_length": max_length, "ids": ids})
     normalized = {text: tok.backend_tokenizer.normalizer.normalize_str(text) for text in STRINGS}
     with open(OUT, "w") as f:
-        json.dump({"tokenizer": FIXTURE.split("/")[-1], "cases": cases, "normalized": normalized}, f, indent=1,
-                  ensure_ascii=False)
+        with open(os.path.join(FIXTURE, "tokenizer.json"), "rb") as tok_file:
+            digest = fnv1a64(tok_file.read())
+        json.dump({"tokenizer_dir": FIXTURE_REL, "tokenizer_json_fnv1a64": digest, "cases": cases,
+                   "normalized": normalized}, f, indent=1, ensure_ascii=False)
     print("wrote", len(cases), "cases to", OUT)
 
 
