@@ -7,6 +7,9 @@
 //
 //   build/benchmarks/grpc_load --target 127.0.0.1:50051 --concurrency 1,8,32,128 --requests 512
 //   build/benchmarks/grpc_load --target HOST:PORT --mode open --rate 200,400 --seconds 10
+// Every call has a deadline (--deadline-s, default 120). A failed call is
+// counted by its status code (with the first message of each code), never
+// fatal: the exit code is 0 whenever the report was written.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -41,6 +44,15 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
+// What one finished call measured.
+struct Outcome {
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  std::string message;
+  int64_t tokens = 0, messages = 0;
+  double ttft_ms = 0, latency_ms = 0;
+  std::vector<double> itl_ms;
+};
+
 // What every call records, under one lock.
 struct Results {
   std::mutex mu;
@@ -49,7 +61,25 @@ struct Results {
   int64_t tokens = 0;
   int64_t messages = 0;
   std::vector<double> ttft_ms, itl_ms, latency_ms;
-  std::map<std::string, int64_t> errors;  // status code name -> calls
+  std::map<std::string, int64_t> errors;          // status code name -> calls
+  std::map<std::string, std::string> error_text;  // status code name -> the first message with it
+
+  void Record(const Outcome& o) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++finished;
+    messages += o.messages;
+    if (o.code == grpc::StatusCode::OK) {
+      tokens += o.tokens;
+      ttft_ms.push_back(o.ttft_ms);
+      latency_ms.push_back(o.latency_ms);
+      itl_ms.insert(itl_ms.end(), o.itl_ms.begin(), o.itl_ms.end());
+    } else {
+      const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(o.code));
+      ++errors[code];
+      error_text.emplace(code, o.message);
+    }
+    done_cv.notify_all();  // under the lock: the runner may return (and free this) right after
+  }
 };
 
 struct Workload {
@@ -57,6 +87,7 @@ struct Workload {
   int new_tokens;
   int image_size;
   int64_t distinct;  // images per level
+  double deadline_s;  // per call: a hung server shows as DEADLINE_EXCEEDED, not a hung benchmark
 };
 
 // Distinct JPEGs for one level; `first_seed` differs per level and per run so
@@ -77,6 +108,9 @@ class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
     request_.mutable_options()->set_max_new_tokens(w.new_tokens);
     request_.mutable_options()->set_min_new_tokens(w.new_tokens);
     start_ = last_ = Clock::now();
+    ctx_.set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                          std::chrono::duration<double>(w.deadline_s)));
     w.stub->async()->Generate(&ctx_, &request_, this);
     StartRead(&response_);
     StartCall();
@@ -101,24 +135,25 @@ class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
   }
 
   void OnDone(const grpc::Status& status) override {
-    // The next call starts first: once this one is counted, the runner may
-    // return and take `results_` and `on_end_`'s captures with it.
-    if (on_end_) on_end_();
-    {
-      std::lock_guard<std::mutex> lock(results_->mu);
-      ++results_->finished;
-      results_->messages += messages_;
-      if (status.ok()) {
-        results_->tokens += tokens_;
-        results_->ttft_ms.push_back(ttft_ms_);
-        results_->latency_ms.push_back(Seconds(start_, Clock::now()) * 1e3);
-        results_->itl_ms.insert(results_->itl_ms.end(), itl_ms_.begin(), itl_ms_.end());
-      } else {
-        ++results_->errors[absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))];
-      }
-      results_->done_cv.notify_all();  // under the lock: `results_` may be gone right after
-    }
+    Outcome outcome;
+    outcome.code = status.error_code();
+    outcome.message = status.error_message();
+    outcome.tokens = tokens_;
+    outcome.messages = messages_;
+    outcome.ttft_ms = ttft_ms_;
+    outcome.latency_ms = Seconds(start_, Clock::now()) * 1e3;
+    outcome.itl_ms = std::move(itl_ms_);
+    Results* results = results_;
+    const std::function<void()> on_end = std::move(on_end_);
+    // This call (its ClientContext above all) is gone before anyone is told:
+    // once the last one is counted the runner returns, and the process may
+    // tear gRPC down. A context destroyed after that once aborted the
+    // generator ("ref_counted.h: assertion failed: prior > 0") at exit.
     delete this;
+    // The next call starts before this one is counted, so the runner never
+    // sees all calls counted while one is still being launched.
+    if (on_end) on_end();
+    results->Record(outcome);
   }
 
  private:
@@ -142,6 +177,7 @@ nlohmann::json Summarize(Results& r, double seconds, const std::string& mode, do
                         {"requests", r.finished},
                         {"ok", ok},
                         {"errors", r.errors},
+                        {"error_messages", r.error_text},
                         {"seconds", seconds},
                         {"requests_per_s", ok / seconds},
                         {"tokens_per_s", static_cast<double>(r.tokens) / seconds},
@@ -158,6 +194,10 @@ nlohmann::json Summarize(Results& r, double seconds, const std::string& mode, do
               static_cast<double>(r.tokens) / seconds, Percentile(r.ttft_ms, 0.5), Percentile(r.ttft_ms, 0.9),
               Percentile(r.ttft_ms, 0.99), Percentile(r.itl_ms, 0.5), Percentile(r.itl_ms, 0.9),
               Percentile(r.itl_ms, 0.99));
+  for (const auto& [code, n] : r.errors) {
+    std::printf("       %lld calls failed with %s (first: %s)\n", static_cast<long long>(n), code.c_str(),
+                r.error_text.at(code).c_str());
+  }
   std::fflush(stdout);
   return row;
 }
@@ -213,7 +253,7 @@ std::vector<double> Levels(const std::string& list) {
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"target", "lb", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
-                                        "images", "image-size", "out"});
+                                        "images", "image-size", "deadline-s", "out"});
   if (!flags.ok()) {
     std::fprintf(stderr, "grpc_load: %s\n", flags.status().ToString().c_str());
     return 2;
@@ -239,11 +279,13 @@ int Main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials(),
                                            args);
   auto stub = v1::Blip2::NewStub(channel);
+  // Unreachable is reported, not fatal: the calls then fail, each counted by status.
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30))) {
-    std::fprintf(stderr, "grpc_load: cannot connect to %s\n", flags->Get("target", "").c_str());
-    return 1;
+    std::fprintf(stderr, "grpc_load: cannot connect to %s; running anyway\n", flags->Get("target", "").c_str());
   }
-  const Workload w{stub.get(), new_tokens, image_size, distinct};
+  double deadline_s = 120;
+  absl::SimpleAtod(flags->Get("deadline-s", "120"), &deadline_s);
+  const Workload w{stub.get(), new_tokens, image_size, distinct, deadline_s};
   int level_index = 0;
   std::printf("%-6s %8s %8s %6s %10s %10s %8s %8s %8s %8s %8s %8s\n", "mode", "level", "calls", "errors", "req/s",
               "tokens/s", "ttft50", "ttft90", "ttft99", "itl50", "itl90", "itl99");
@@ -266,7 +308,9 @@ int Main(int argc, char** argv) {
                            {"image_size", image_size},
                            {"results", rows}};
   if (flags->Has("out")) {
-    std::ofstream(flags->Get("out", "")) << report.dump(1) << "\n";
+    // Error messages come from servers and proxies: never let a stray byte stop the report.
+    std::ofstream(flags->Get("out", "")) << report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace)
+                                         << "\n";
     std::printf("wrote %s\n", flags->Get("out", "").c_str());
   }
   return 0;

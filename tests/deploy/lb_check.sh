@@ -79,11 +79,18 @@ $servers  }
 EOF
 }
 
-# Runs the load generator; prints "<ok> <errors>" from its JSON.
+# Runs the load generator; prints "<ok> <errors>" from its JSON. A load
+# generator that fails (rather than reporting failed calls) fails the check,
+# with its output.
 run_load() {  # out-name extra-args...
-  local name=$1
+  local name=$1 rc=0
   shift
-  "$load" --new-tokens 16 --image-size 96 --out "$dir/$name.json" "$@" > "$dir/$name.log" 2>&1
+  "$load" --new-tokens 16 --image-size 96 --out "$dir/$name.json" "$@" > "$dir/$name.log" 2>&1 || rc=$?
+  if (( rc != 0 )); then
+    echo "grpc_load ($name) exited with $rc:" >&2
+    cat "$dir/$name.log" >&2
+    return 1
+  fi
   /usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(r['ok'], sum(r['errors'].values()))" "$dir/$name.json"
 }
 
