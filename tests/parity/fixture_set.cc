@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "common/file_util.h"
+#include "tests/catch.h"
 
 namespace blip2::testing {
 
@@ -122,6 +123,14 @@ size_t NewIdsStart(const engine::ModelSpec& spec, const nlohmann::json& c) {
 int64_t ReturnedPadId(const engine::ModelSpec& spec) {
   const int64_t pad = spec.generation.pad_token_id.value_or(0);
   return pad != 0 || spec.generation.eos_token_id.empty() ? pad : spec.generation.eos_token_id[0];
+}
+
+std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
+  for (const FixtureModel& m : all) {
+    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
+  }
+  FAIL("no fixture has pixel_values." << image);
+  return {};
 }
 
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem) {

@@ -47,6 +47,10 @@ size_t NewIdsStart(const engine::ModelSpec& spec, const nlohmann::json& c);
 // the first stop id when that is 0 (the T5 fixtures).
 int64_t ReturnedPadId(const engine::ModelSpec& spec);
 
+// The reference pixels of `image` from whichever fixture stores them (a test
+// failure when none does).
+std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image);
+
 // The file in images/ whose name without extension is `stem`; empty if none.
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem);
 

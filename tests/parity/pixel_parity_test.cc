@@ -2,28 +2,14 @@
 // fixtures folder (BLIP2_FIXTURES_DIR, default tests/fixtures):
 //   pixel_values.<image>                    one image file from images/
 //   pixel_values + reference.json "images"  a batch of image files
-#include "common/file_util.h"
-#include "engine/image_preprocessor.h"
-#include "server/image_decoder.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
+#include "tests/parity/image_files.h"
 #include "tests/parity/parity_checks.h"
 #include "tests/test_support.h"
 
 namespace blip2::testing {
 namespace {
-
-std::vector<float> DecodeAndPreprocess(const std::string& image_path, const engine::ImageProcessorConfig& config) {
-  INFO("image file: " << image_path);
-  auto bytes = common::ReadFile(image_path);
-  REQUIRE(bytes.ok());
-  auto rgb = server::DecodeImage(*bytes, {});
-  INFO(rgb.status().ToString());
-  REQUIRE(rgb.ok());
-  auto values = engine::PreprocessImage(*rgb, config);
-  REQUIRE(values.ok());
-  return *values;
-}
 
 TEST_CASE("parity: pixel values match transformers' image processor") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());

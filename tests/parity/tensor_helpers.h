@@ -13,15 +13,6 @@
 
 namespace blip2::testing {
 
-// The reference pixels of `image` from whichever fixture stores them.
-inline std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
-  for (const FixtureModel& m : all) {
-    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
-  }
-  FAIL("no fixture has pixel_values." << image);
-  return {};
-}
-
 // A tensor as float32 values on the host, for CheckTensor.
 inline engine::HostTensor ToHost(const at::Tensor& t) {
   const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
