@@ -68,17 +68,6 @@ std::vector<std::vector<int64_t>> ParseIdLines(const std::string& out) {
   return rows;
 }
 
-// kwargs -> the library's overrides (what the flags above must amount to).
-engine::GenerationOverrides Overrides(const json& kwargs) {
-  engine::GenerationOverrides o;
-  for (const auto& [key, value] : kwargs.items()) {
-    const absl::Status s = engine::ApplyGenerateKwarg(key, value, &o);
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-  }
-  return o;
-}
-
 std::vector<std::vector<int64_t>> Ids(const engine::CaptionResult& result) {
   std::vector<std::vector<int64_t>> ids;
   for (const auto& s : result.sequences) ids.push_back(s.token_ids);
@@ -123,8 +112,8 @@ TEST_CASE("parity: blip2 generate --ids prints transformers' new ids for every r
           }
           return true;
         };
-        const auto from_reference = Ids(generate(reference, Overrides(run["kwargs"])));
-        const auto from_decoded = Ids(generate(decoded, Overrides(run["kwargs"])));
+        const auto from_reference = Ids(generate(reference, OverridesFromKwargs(run["kwargs"])));
+        const auto from_decoded = Ids(generate(decoded, OverridesFromKwargs(run["kwargs"])));
         CHECK(got == from_decoded);
         CHECK(as_transformers(from_reference));
         if (from_decoded == from_reference) CHECK(as_transformers(got));

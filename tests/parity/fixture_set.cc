@@ -133,6 +133,17 @@ std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const s
   return {};
 }
 
+engine::GenerationOverrides OverridesFromKwargs(const nlohmann::json& kwargs) {
+  engine::GenerationOverrides o;
+  for (const auto& [key, value] : kwargs.items()) {
+    const absl::Status s = engine::ApplyGenerateKwarg(key, value, &o);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+  }
+  o.seed = 0;
+  return o;
+}
+
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem) {
   const fs::path images = fs::path(fixtures_dir) / "images";
   if (!fs::is_directory(images)) return "";

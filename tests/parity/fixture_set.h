@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/generation_params.h"
 #include "engine/model_config.h"
 #include "engine/safetensors.h"
 
@@ -50,6 +51,10 @@ int64_t ReturnedPadId(const engine::ModelSpec& spec);
 // The reference pixels of `image` from whichever fixture stores them (a test
 // failure when none does).
 std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image);
+
+// transformers' generate kwargs (a run's "kwargs") as our overrides, seed 0;
+// a test failure naming a kwarg we do not take.
+engine::GenerationOverrides OverridesFromKwargs(const nlohmann::json& kwargs);
 
 // The file in images/ whose name without extension is `stem`; empty if none.
 std::string FindImage(const std::string& fixtures_dir, const std::string& stem);

@@ -24,18 +24,6 @@ namespace {
 
 using nlohmann::json;
 
-// transformers' generate kwargs as our overrides.
-engine::GenerationOverrides OverridesFromKwargs(const json& kw) {
-  engine::GenerationOverrides o;
-  for (const auto& [key, value] : kw.items()) {
-    const absl::Status s = engine::ApplyGenerateKwarg(key, value, &o);
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-  }
-  o.seed = 0;
-  return o;
-}
-
 TEST_CASE("parity: OPT and T5 logits, KV-cache steps and every generate run match transformers") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   int models_checked = 0;

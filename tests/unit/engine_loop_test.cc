@@ -343,6 +343,16 @@ TEST_CASE("engine: bad requests and shutdown") {
   const auto never = (*engine)->Submit(big, std::make_shared<Collector>());
   CHECK(never.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(never.status().message().find("KV") != std::string::npos);
+  // One whose recompute after a preemption could not fit a step would wait forever: refused too.
+  EngineConfig narrow;
+  narrow.max_batched_tokens = 16;
+  auto narrow_engine = Engine::Start({Model()}, narrow);
+  REQUIRE(narrow_engine.ok());
+  EngineRequest long_answer{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  long_answer.overrides.max_new_tokens = 12;  // 9 prompt tokens + 12 - 1 > 16
+  const auto refused = (*narrow_engine)->Submit(long_answer, std::make_shared<Collector>());
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(refused.status().message().find("max_batched_tokens 16") != std::string::npos);
   EngineRequest image_token{Pixels("chelsea"), "<image>", {}, 0, std::nullopt};
   CHECK((*engine)->Submit(image_token, std::make_shared<Collector>()).status().code() ==
         absl::StatusCode::kInvalidArgument);
