@@ -220,13 +220,12 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   const int64_t decoder_prompt = m.model->is_t5() ? 1 : static_cast<int64_t>(a->input_ids.size());
   const int64_t total = decoder_prompt + a->params.max_new_tokens;
   a->batched = a->params.num_beams == 1 && a->params.num_return_sequences == 1;
-  if (a->batched && scheduler::BlocksFor(total, m.config.kv_block_size) > m.kv_blocks) {
+  const scheduler::Fit fit = scheduler::FitOf(m.sched->config(), decoder_prompt, a->params.max_new_tokens);
+  if (a->batched && fit == scheduler::Fit::kExceedsCache) {
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
                                                    m.kv_blocks, ")"));
   }
-  // After a preemption a sequence is recomputed in one step: up to its whole
-  // history but the last token (scheduler.h).
-  if (a->batched && total - 1 > m.config.max_batched_tokens) {
+  if (a->batched && fit == scheduler::Fit::kExceedsStep) {
     return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total,
                                                    " tokens) exceeds what one step computes (max_batched_tokens ",
                                                    m.config.max_batched_tokens, ")"));

@@ -96,19 +96,22 @@ std::vector<Violation> StateViolations(const Scheduler& s) {
                                                    " != " + std::to_string(blocks.num_blocks())});
   }
   // Q1, B3
-  std::map<RequestId, int> places;
-  for (RequestId id : s.waiting_) ++places[id];
-  for (RequestId id : s.running_) places[id] += 10;
+  std::map<RequestId, int> waiting, running;  // times listed in each queue
+  for (RequestId id : s.waiting_) ++waiting[id];
+  for (RequestId id : s.running_) ++running[id];
   for (const auto& [id, q] : s.sequences_) {
-    const int place = places.count(id) > 0 ? places.at(id) : 0;
-    if (place != 1 && place != 10) v.push_back({"Q1 not in exactly one queue", Id(id)});
-    if (place == 1 && !q.blocks.empty()) v.push_back({"Q1 waiting sequence holds blocks", Id(id)});
-    if (place == 10 && static_cast<int64_t>(q.blocks.size()) < BlocksFor(q.cached, s.config_.block_size)) {
+    const int w = waiting.count(id) > 0 ? waiting.at(id) : 0;
+    const int r = running.count(id) > 0 ? running.at(id) : 0;
+    if (w + r != 1) v.push_back({"Q1 not in exactly one queue", Id(id)});
+    if (w == 1 && !q.blocks.empty()) v.push_back({"Q1 waiting sequence holds blocks", Id(id)});
+    if (r == 1 && static_cast<int64_t>(q.blocks.size()) < BlocksFor(q.cached, s.config_.block_size)) {
       v.push_back({"B3 blocks do not cover cached tokens", Id(id)});
     }
   }
-  for (const auto& [id, place] : places) {
-    if (s.sequences_.count(id) == 0) v.push_back({"Q1 unknown sequence queued", Id(id)});
+  for (const auto* queue : {&waiting, &running}) {
+    for (const auto& [id, times] : *queue) {
+      if (s.sequences_.count(id) == 0) v.push_back({"Q1 unknown sequence queued", Id(id)});
+    }
   }
   // Q2
   if (static_cast<int64_t>(s.running_.size()) > s.config_.max_num_seqs) v.push_back({"Q2 too many running", ""});

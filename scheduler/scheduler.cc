@@ -11,15 +11,15 @@ Scheduler::Scheduler(const SchedulerConfig& config)
       blocks_(config.num_blocks),
       watermark_blocks_(static_cast<int64_t>(std::floor(config.watermark * static_cast<double>(config.num_blocks)))) {}
 
+Fit FitOf(const SchedulerConfig& config, int64_t prompt_tokens, int64_t max_new_tokens) {
+  if (BlocksFor(prompt_tokens + max_new_tokens, config.block_size) > config.num_blocks) return Fit::kExceedsCache;
+  if (prompt_tokens + std::max<int64_t>(max_new_tokens - 1, 0) > config.max_batched_tokens) return Fit::kExceedsStep;
+  return Fit::kFits;
+}
+
 AddResult Scheduler::Add(const SequenceRequest& request) {
   if (sequences_.count(request.id) > 0) return AddResult::kDuplicate;
-  // The longest computation a sequence may ever need is its recompute after a
-  // preemption just before its last token: prompt + max_new_tokens - 1. One
-  // that cannot fit a step would wait forever.
-  if (BlocksFor(request.prompt_tokens + request.max_new_tokens, config_.block_size) > config_.num_blocks ||
-      request.prompt_tokens + std::max<int64_t>(request.max_new_tokens - 1, 0) > config_.max_batched_tokens) {
-    return AddResult::kNeverFits;
-  }
+  if (FitOf(config_, request.prompt_tokens, request.max_new_tokens) != Fit::kFits) return AddResult::kNeverFits;
   Sequence s;
   s.request = request;
   s.arrival = next_arrival_++;

@@ -104,12 +104,19 @@ struct SchedulerOutput {
 
 enum class AddResult { kQueued, kNeverFits, kDuplicate };
 
+// Whether a sequence can ever run under `config`. kExceedsCache: prompt +
+// max_new_tokens needs more blocks than the cache has. kExceedsStep: its
+// longest computation, the recompute after a preemption just before its last
+// token (prompt + max_new_tokens - 1), exceeds max_batched_tokens, so it
+// would wait forever. Add refuses both; callers use it to explain why.
+enum class Fit { kFits, kExceedsCache, kExceedsStep };
+Fit FitOf(const SchedulerConfig& config, int64_t prompt_tokens, int64_t max_new_tokens);
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);
 
-  // kNeverFits when prompt + max_new_tokens needs more blocks than the cache
-  // has, or prompt + max_new_tokens - 1 tokens exceed max_batched_tokens.
+  // kNeverFits when FitOf says it can never run.
   AddResult Add(const SequenceRequest& request);
   // Takes effect at the next Schedule; unknown ids are ignored. Returns whether the id was known.
   bool Cancel(RequestId id);
