@@ -1,5 +1,6 @@
 #include "scheduler/invariants.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -19,18 +20,35 @@ std::vector<Violation> StepViolations(const Scheduler& scheduler, const Schedule
   removed.insert(out.expired.begin(), out.expired.end());
   std::set<RequestId> seen;
   for (const ScheduledSequence& q : out.sequences) {
-    if (removed.count(q.id) > 0) v.push_back({"S1 scheduled and removed", Id(q.id) + " is in the step and lost its blocks"});
+    if (removed.count(q.request) > 0) {
+      v.push_back({"S1 scheduled and removed", Id(q.id) + " is in the step and lost its blocks"});
+    }
     if (!seen.insert(q.id).second) v.push_back({"S1 scheduled twice", Id(q.id)});
   }
-  // S2
-  std::map<BlockId, RequestId> writer;
+  // S2: the blocks a sequence writes are its alone; blocks it only reads may be shared.
+  std::map<BlockId, int> listed;  // block -> tables of this step listing it
   for (const ScheduledSequence& q : out.sequences) {
-    for (BlockId b : q.block_table) {
-      auto [it, fresh] = writer.emplace(b, q.id);
-      if (!fresh) {
-        v.push_back({"S2 block in two tables",
-                     "block " + std::to_string(b) + " in " + Id(it->second) + " and " + Id(q.id)});
+    for (BlockId b : std::set<BlockId>(q.block_table.begin(), q.block_table.end())) ++listed[b];
+  }
+  std::set<BlockId> written;
+  for (const ScheduledSequence& q : out.sequences) {
+    if (q.new_tokens <= 0) continue;
+    const int64_t first = q.cached_tokens / config.block_size;
+    const int64_t last = (q.cached_tokens + q.new_tokens - 1) / config.block_size;
+    for (int64_t i = first; i <= last && i < static_cast<int64_t>(q.block_table.size()); ++i) {
+      const BlockId b = q.block_table[static_cast<size_t>(i)];
+      const bool twice_in_table = std::count(q.block_table.begin(), q.block_table.end(), b) > 1;
+      if (listed[b] > 1 || twice_in_table || scheduler.block_ref_count(b) != 1) {
+        v.push_back({"S2 written block shared", "block " + std::to_string(b) + " written by " + Id(q.id) + ", in " +
+                                                    std::to_string(listed[b]) + " tables, " +
+                                                    std::to_string(scheduler.block_ref_count(b)) + " holders"});
       }
+      written.insert(b);
+    }
+  }
+  for (const auto& [src, dst] : out.block_copies) {
+    if (scheduler.block_ref_count(dst) != 1 || listed[dst] != 1 || src == dst) {
+      v.push_back({"S2 copy into a shared block", "block " + std::to_string(src) + " -> " + std::to_string(dst)});
     }
   }
   int64_t tokens = 0;
@@ -46,7 +64,8 @@ std::vector<Violation> StepViolations(const Scheduler& scheduler, const Schedule
     const std::optional<int64_t> prompt = scheduler.prompt_tokens(q.id);
     if (!generated || !prompt) continue;
     const int64_t history = *prompt + *generated;
-    const bool ok = q.is_prefill ? q.cached_tokens == 0 && q.new_tokens == history
+    const bool cache_ok = q.cached_tokens == 0 || (config.prefix_caching && q.cached_tokens % config.block_size == 0);
+    const bool ok = q.is_prefill ? cache_ok && q.cached_tokens < history && q.new_tokens == history - q.cached_tokens
                                  : q.new_tokens == 1 && q.cached_tokens == history - 1 && *generated > 0;
     if (!ok) {
       v.push_back({"S4 wrong tokens", Id(q.id) + (q.is_prefill ? " prefill" : " decode") + " of " +
@@ -75,18 +94,22 @@ std::vector<Violation> StateViolations(const Scheduler& s) {
       }
     }
   }
-  std::vector<int32_t> on_free_list(holders.size(), 0);
+  std::vector<int32_t> on_free_list(holders.size(), 0), on_lru(holders.size(), 0);
   for (BlockId b : blocks.free_blocks()) ++on_free_list[static_cast<size_t>(b)];
+  for (BlockId b : blocks.cached_blocks()) ++on_lru[static_cast<size_t>(b)];
   int64_t held = 0;
   for (size_t b = 0; b < holders.size(); ++b) {
-    const int32_t refs = blocks.ref_count(static_cast<BlockId>(b));
-    const bool free = refs == 0 && on_free_list[b] == 1 && holders[b] == 0;
-    const bool owned = refs > 0 && on_free_list[b] == 0 && holders[b] == refs;
-    if (!free && !owned) {
+    const BlockId id = static_cast<BlockId>(b);
+    const int32_t refs = blocks.ref_count(id);
+    const bool keyed = blocks.key_of(id).has_value();
+    const bool blank = refs == 0 && holders[b] == 0 && on_free_list[b] == 1 && on_lru[b] == 0 && !keyed;
+    const bool cached = refs == 0 && holders[b] == 0 && on_free_list[b] == 0 && on_lru[b] == 1 && keyed;
+    const bool owned = refs > 0 && on_free_list[b] == 0 && on_lru[b] == 0 && holders[b] == refs;
+    if (!blank && !cached && !owned) {
       v.push_back({"B1 block neither free nor held by its listers",
                    "block " + std::to_string(b) + ": reference count " + std::to_string(refs) + ", listed by " +
                        std::to_string(holders[b]) + " sequences, on the free list " + std::to_string(on_free_list[b]) +
-                       " times"});
+                       " times, on the cached list " + std::to_string(on_lru[b]) + " times"});
     }
     if (owned) ++held;
   }
@@ -95,26 +118,45 @@ std::vector<Violation> StateViolations(const Scheduler& s) {
     v.push_back({"B2 free + held != capacity", std::to_string(blocks.num_free()) + " + " + std::to_string(held) +
                                                    " != " + std::to_string(blocks.num_blocks())});
   }
-  // Q1, B3
+  // Q1
   std::map<RequestId, int> waiting, running;  // times listed in each queue
   for (RequestId id : s.waiting_) ++waiting[id];
   for (RequestId id : s.running_) ++running[id];
-  for (const auto& [id, q] : s.sequences_) {
+  for (const auto& [id, r] : s.requests_) {
     const int w = waiting.count(id) > 0 ? waiting.at(id) : 0;
-    const int r = running.count(id) > 0 ? running.at(id) : 0;
-    if (w + r != 1) v.push_back({"Q1 not in exactly one queue", Id(id)});
-    if (w == 1 && !q.blocks.empty()) v.push_back({"Q1 waiting sequence holds blocks", Id(id)});
-    if (r == 1 && static_cast<int64_t>(q.blocks.size()) < BlocksFor(q.cached, s.config_.block_size)) {
-      v.push_back({"B3 blocks do not cover cached tokens", Id(id)});
+    const int n = running.count(id) > 0 ? running.at(id) : 0;
+    if (w + n != 1) v.push_back({"Q1 not in exactly one queue", "request " + std::to_string(id)});
+    if (r.sequences.empty()) v.push_back({"Q1 request without sequences", "request " + std::to_string(id)});
+    for (SequenceId seq : r.sequences) {
+      auto it = s.sequences_.find(seq);
+      if (it == s.sequences_.end() || it->second.request != id) {
+        v.push_back({"Q1 request lists a sequence that is not its own", Id(seq)});
+        continue;
+      }
+      const auto& q = it->second;
+      if (w == 1 && !q.blocks.empty()) v.push_back({"Q1 waiting sequence holds blocks", Id(seq)});
+      // B3
+      if (n == 1 && static_cast<int64_t>(q.blocks.size()) < BlocksFor(q.cached, s.config_.block_size)) {
+        v.push_back({"B3 blocks do not cover cached tokens", Id(seq)});
+      }
+    }
+  }
+  for (const auto& [seq, q] : s.sequences_) {
+    auto it = s.requests_.find(q.request);
+    if (it == s.requests_.end() ||
+        std::count(it->second.sequences.begin(), it->second.sequences.end(), seq) != 1) {
+      v.push_back({"Q1 sequence without its request", Id(seq)});
     }
   }
   for (const auto* queue : {&waiting, &running}) {
     for (const auto& [id, times] : *queue) {
-      if (s.sequences_.count(id) == 0) v.push_back({"Q1 unknown sequence queued", Id(id)});
+      if (s.requests_.count(id) == 0) v.push_back({"Q1 unknown request queued", "request " + std::to_string(id)});
     }
   }
   // Q2
-  if (static_cast<int64_t>(s.running_.size()) > s.config_.max_num_seqs) v.push_back({"Q2 too many running", ""});
+  if (s.num_running_sequences() > s.config_.max_num_seqs || s.running_width() > s.config_.max_num_seqs) {
+    v.push_back({"Q2 too many running", ""});
+  }
   return v;
 }
 

@@ -81,7 +81,12 @@ std::vector<std::string> Simulate(const SchedulerConfig& config, const std::vect
 }
 
 SequenceRequest Req(RequestId id, int64_t prompt, int64_t max_new, int priority = 0) {
-  return SequenceRequest{id, prompt, max_new, priority, std::nullopt};
+  SequenceRequest r;
+  r.id = id;
+  r.prompt_tokens = prompt;
+  r.max_new_tokens = max_new;
+  r.priority = priority;
+  return r;
 }
 
 using Trace = std::vector<std::string>;
@@ -230,6 +235,87 @@ TEST_CASE("block allocator: shared blocks are freed when their last holder lets 
   CHECK(a.num_free() == 3);
   a.Release({blocks[0]});
   CHECK(a.num_free() == 4);
+}
+
+TEST_CASE("scheduler: forked sequences share their parent's blocks and copy only the block they write") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 9;  // three sequences of 6 + 4 tokens, unshared: what a recompute needs
+  c.watermark = 0;
+  Scheduler s(c);
+  SequenceRequest r = Req(1, 6, 4);  // 6 prompt tokens: one full block and one half-filled
+  r.width = 3;
+  REQUIRE(s.Add(r) == AddResult::kQueued);
+  SchedulerOutput out = s.Schedule();
+  REQUIRE(out.sequences.size() == 1);
+  const std::vector<BlockId> parent = out.sequences[0].block_table;
+  s.Update(out, {});
+  REQUIRE(s.Fork(1, 10));
+  REQUIRE(s.Fork(1, 11));
+  CHECK_FALSE(s.Fork(1, 12));  // beyond the request's width
+  CHECK(s.num_used_blocks() == 2);
+  out = s.Schedule();
+  CHECK(StepViolations(s, out).empty());
+  CHECK(StateViolations(s).empty());
+  REQUIRE(out.sequences.size() == 3);
+  // Two of the three writers of the half-filled block get copies; the full block stays shared.
+  CHECK(out.block_copies.size() == 2);
+  for (const ScheduledSequence& q : out.sequences) {
+    CHECK(q.block_table[0] == parent[0]);
+    CHECK(q.cached_tokens == 6);
+  }
+  CHECK(s.num_used_blocks() == 4);
+  s.Update(out, {});
+  s.Free(11);
+  CHECK(StateViolations(s).empty());
+  CHECK(s.num_running_sequences() == 2);
+  s.Free(1);
+  s.Free(10);  // the last sequence takes its request with it
+  CHECK_FALSE(s.has_request(1));
+  CHECK(s.num_used_blocks() == 0);
+}
+
+TEST_CASE("scheduler: a prompt whose full blocks are cached computes only the rest, and eviction forgets them") {
+  SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = 4;
+  c.watermark = 0;
+  c.prefix_caching = true;
+  Scheduler s(c);
+  SequenceRequest a = Req(1, 10, 1);
+  a.block_keys = {101, 102};  // two full blocks of ten prompt tokens
+  REQUIRE(s.Add(a) == AddResult::kQueued);
+  SchedulerOutput out = s.Schedule();
+  REQUIRE(out.sequences.size() == 1);
+  CHECK(out.sequences[0].new_tokens == 10);
+  s.Update(out, {});  // done after one token: its blocks stay cached
+  CHECK(s.num_used_blocks() == 0);
+  CHECK(s.num_cached_blocks() == 2);
+  SequenceRequest b = Req(2, 9, 2);
+  b.block_keys = {101, 102};
+  REQUIRE(s.Add(b) == AddResult::kQueued);
+  out = s.Schedule();
+  REQUIRE(out.sequences.size() == 1);
+  CHECK(out.sequences[0].cached_tokens == 8);  // both blocks hit
+  CHECK(out.sequences[0].new_tokens == 1);
+  CHECK(s.prefix_cache_stats().hits == 2);
+  CHECK(StepViolations(s, out).empty());
+  s.Update(out, {});
+  SequenceRequest other = Req(3, 8, 1);
+  other.block_keys = {101, 999};  // the first block hits; the second differs
+  REQUIRE(s.Add(other) == AddResult::kQueued);
+  out = s.Schedule();  // 2's decode, then 3 (one hit; 4 tokens to compute)
+  CHECK(StepViolations(s, out).empty());
+  REQUIRE(out.sequences.size() == 2);
+  CHECK(out.sequences[1].cached_tokens == 4);
+  s.Update(out, {});
+  // A prompt that needs every block evicts what is cached.
+  SequenceRequest big = Req(4, 15, 1);
+  REQUIRE(s.Add(big) == AddResult::kQueued);
+  out = s.Schedule();
+  REQUIRE(out.sequences.size() == 1);
+  CHECK(s.prefix_cache_stats().evictions > 0);
+  CHECK(StateViolations(s).empty());
 }
 
 }  // namespace
