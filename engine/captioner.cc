@@ -13,19 +13,6 @@
 #include "engine/torch_util.h"
 
 namespace blip2::engine {
-namespace {
-
-const char* ReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop_string";
-  }
-  return "?";
-}
-
-}  // namespace
-
 struct Captioner::Impl {
   std::unique_ptr<Blip2Model> model;
   GenerationLimits limits;
@@ -91,7 +78,7 @@ absl::StatusOr<CaptionResult> Captioner::Generate(const CaptionRequest& request,
   for (const Hypothesis& h : hyps) {
     GeneratedSequence seq;
     seq.token_ids = h.tokens;
-    seq.finish_reason = ReasonName(h.reason);
+    seq.finish_reason = h.reason;
     std::vector<int64_t> text_ids = h.tokens;
     if (h.reason == FinishReason::kEos && !text_ids.empty()) text_ids.pop_back();
     ASSIGN_OR_RETURN(seq.text, tok.Decode(text_ids, /*skip_special_tokens=*/true));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/finish_reason.h"
 #include "engine/generation_params.h"
 #include "engine/image_encoder.h"
 #include "engine/model_config.h"
@@ -31,7 +32,7 @@ struct GeneratedSequence {
   // Decoded without special tokens, without the stop token, and cut before a
   // stop string when one ended it.
   std::string text;
-  std::string finish_reason;  // "eos", "length" or "stop_string"
+  FinishReason finish_reason = FinishReason::kLength;
 };
 
 struct CaptionResult {

@@ -1,11 +1,13 @@
+// The engine loop: inbox -> vision batcher -> scheduler -> model runner ->
+// sampler -> emitters, on the one thread that owns the device. The parts live
+// in their own files (docs/architecture.md); this file holds the queues, the
+// request lifecycle and the step that calls the parts in order.
 #include "engine/engine.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
-#include <limits>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -17,49 +19,38 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "engine/blip2_model.h"
-#include "engine/generator.h"
+#include "engine/engine_requests.h"
 #include "engine/image_cache.h"
-#include "engine/logits_processors.h"
+#include "engine/model_runner.h"
+#include "engine/prefix_keys.h"
 #include "engine/retrieval_batch.h"
-#include "engine/text_streamer.h"
+#include "engine/sampler.h"
 #include "engine/tokenizer/unicode.h"
 #include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "engine/torch_util.h"
+#include "engine/vision_batcher.h"
 #include "scheduler/scheduler.h"
 
 namespace blip2::engine {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 double Ms(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
-// One request on the engine thread.
-struct Active {
-  int64_t id = 0;
-  EngineRequest request;
-  std::shared_ptr<RequestSink> sink;
-  GenerationParams params;
-  std::vector<int64_t> input_ids;  // the prompt as the model sees it (T5: the encoder's input)
-  // The first decoder step once the image is encoded: OPT, input_ids with the
-  // image embeddings; T5, the start token with the cross-attention keys and
-  // values. Its token ids begin the history the logits processors see.
-  DecoderInput first_step;
-  uint64_t image_key = 0;
-  at::Tensor embeds;  // [Q, D] once the image is encoded (pinned in the cache)
-  bool batched = true;  // continuous batching; false: the whole generator between steps
-  bool register_only = false;  // RegisterImage: encode and pin, no generation
-  bool retrieve = false;       // SubmitRetrieval: `job` once the image (if any) is ready
-  bool has_image = true;       // false: a texts-only retrieval request
-  bool pinned = false;         // holds a pin on its image's cache entry
-  RetrievalJob job;
-  std::vector<int64_t> generated;
-  std::optional<at::Generator> rng;
-  std::unique_ptr<TextStreamer> streamer;
-  Clock::time_point submitted, first_scheduled, first_token;
-  bool scheduled = false;
+// Accumulates the time since the last call into one of EngineStats' phase fields.
+class PhaseClock {
+ public:
+  PhaseClock() : last_(Clock::now()) {}
+  double Lap() {
+    const Clock::time_point now = Clock::now();
+    const double ms = Ms(last_, now);
+    last_ = now;
+    return ms;
+  }
+
+ private:
+  Clock::time_point last_;
 };
 
 }  // namespace
@@ -70,56 +61,64 @@ struct Engine::Impl {
   std::unique_ptr<WordPieceTokenizer> text_tokenizer;  // retrieval checkpoints
   int64_t max_text_tokens = 0;
   int64_t kv_blocks = 0;
+  int64_t image_token = -1;
 
   // Shared with submitting threads, under `mu`.
   mutable std::mutex mu;
   std::condition_variable wake;
-  std::deque<std::unique_ptr<Active>> inbox;
+  std::deque<std::unique_ptr<Request>> inbox;
   std::vector<int64_t> cancels;
   std::set<uint64_t> registered;       // image keys registered and not released
   std::vector<uint64_t> releases;      // released keys, for the engine thread to unpin
   bool accepting = true;
   bool stopping = false;
   Clock::time_point stop_deadline;
-  int64_t next_id = 1;
+  int64_t next_id = 1;                 // request ids and the ids of forked sequences
   EngineStats stats;
   std::thread thread;
 
   // Engine thread only.
-  std::map<int64_t, std::unique_ptr<Active>> active;
-  std::deque<int64_t> vision_queue;  // waiting for their image
-  std::deque<int64_t> offline_queue; // image ready, to run through the whole generator
+  std::map<int64_t, std::unique_ptr<Request>> active;
   std::deque<int64_t> retrieval_queue;  // image ready (or none needed), to run in the next text batch
   std::unique_ptr<scheduler::Scheduler> sched;
-  std::optional<KvCache> kv;
+  std::optional<ModelRunner> runner;
   std::unique_ptr<ImageCache> images;
+  std::unique_ptr<VisionBatcher> vision;
   std::set<uint64_t> registration_pins;  // keys holding one registration pin
 
   void Loop();
-  absl::StatusOr<int64_t> Enqueue(std::unique_ptr<Active> a);
-  void TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
+  absl::StatusOr<int64_t> Enqueue(std::unique_ptr<Request> r);
+  void TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::vector<int64_t>* cancelled,
                  std::vector<uint64_t>* released, bool* stop_now);
-  void FinishRegistration(Active& a);
+  void Accept(std::unique_ptr<Request> r);
+  void CancelRequest(int64_t id);
   absl::Status AllocateKvCache();
-  void Admit(const std::vector<int64_t>& ids);
-  void Route(Active& a);
   void RunVision(bool force);
-  void RunOffline();
+  void Admit(const std::vector<int64_t>& ids);
+  void Schedule(GenerationRequest& g);
+  void FinishRegistration(Request& r);
   void RunRetrievalQueue();
   void RunStep();
-  void Finish(int64_t id, const std::string& reason);
+  void Finish(int64_t id, bool cancelled);
   void Fail(int64_t id, const absl::Status& status);
   void Release(int64_t id);
-  CaptionResult Result(const Active& a, const std::vector<int64_t>& tokens, const std::string& reason) const;
-  bool HasWork() const { return !active.empty(); }
+  SequenceId NewId() {
+    std::lock_guard<std::mutex> lock(mu);
+    return next_id++;
+  }
+  bool LlmIdle() const { return sched->num_running() + sched->num_waiting() == 0; }
   // Queue and cache gauges, refreshed before every terminal event so a caller
   // woken by one sees them current.
   void UpdateGauges() {
     std::lock_guard<std::mutex> lock(mu);
-    stats.waiting = sched->num_waiting() +
-                    static_cast<int64_t>(vision_queue.size() + offline_queue.size() + retrieval_queue.size());
+    stats.waiting = sched->num_waiting() + vision->size() + static_cast<int64_t>(retrieval_queue.size());
     stats.running = sched->num_running();
     stats.kv_blocks_used = sched->num_used_blocks();
+    stats.kv_blocks_cached = sched->num_cached_blocks();
+    const scheduler::PrefixCacheStats& prefix = sched->prefix_cache_stats();
+    stats.prefix_cache_hits = prefix.hits;
+    stats.prefix_cache_misses = prefix.misses;
+    stats.prefix_cache_evictions = prefix.evictions;
     stats.image_cache_bytes = images->bytes();
     stats.image_cache_entries = images->size();
     stats.registered_images = static_cast<int64_t>(registration_pins.size());
@@ -152,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
     const int64_t positions = impl->model->retrieval->max_text_length();
     impl->max_text_tokens = config.max_text_tokens > 0 ? std::min(config.max_text_tokens, positions) : positions;
   }
+  impl->image_token = spec.config.image_token_index.value_or(-1);
   // A retrieval engine has no language model and so no KV cache.
   if (!retrieval) RETURN_IF_ERROR(impl->AllocateKvCache());
   scheduler::SchedulerConfig sc;
@@ -160,12 +160,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   sc.max_num_seqs = config.max_num_seqs;
   sc.max_batched_tokens = config.max_batched_tokens;
   sc.watermark = config.kv_watermark;
+  sc.prefix_caching = config.prefix_caching;
   impl->sched = std::make_unique<scheduler::Scheduler>(sc);
   impl->images = std::make_unique<ImageCache>(config.image_cache_bytes);
+  impl->vision = std::make_unique<VisionBatcher>(*impl->model, *impl->images, config.vision_max_batch,
+                                                 config.vision_max_queue_delay);
   impl->stats.kv_blocks_total = impl->kv_blocks;
   common::LogInfo("engine", absl::StrCat("KV cache: ", impl->kv_blocks, " blocks of ", config.kv_block_size,
                                          " tokens; max ", config.max_num_seqs, " sequences, ",
-                                         config.max_batched_tokens, " tokens per step; ", at::get_num_threads(),
+                                         config.max_batched_tokens, " tokens per step; prefix caching ",
+                                         config.prefix_caching ? "on" : "off", "; ", at::get_num_threads(),
                                          " intra-op threads"));
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
@@ -185,7 +189,7 @@ absl::Status Engine::Impl::AllocateKvCache() {
     kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
                                      : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
     if (kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
-    kv.emplace(decoder.MakeCache(kv_blocks, config.kv_block_size));
+    runner.emplace(decoder, decoder.MakeCache(kv_blocks, config.kv_block_size));
   } catch (const std::exception& e) {
     return StatusFromException(e, "allocating the KV cache");
   }
@@ -211,30 +215,41 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
     return absl::FailedPreconditionError(absl::StrCat("the model ", spec().model_dir,
                                                       " is a retrieval checkpoint: it does not generate text"));
   }
-  auto a = std::make_unique<Active>();
-  ASSIGN_OR_RETURN(a->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
+  auto g = std::make_unique<GenerationRequest>();
+  ASSIGN_OR_RETURN(g->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
   if (!request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
-  ASSIGN_OR_RETURN(a->input_ids,
-                   m.model->InputIds(request.prompt, m.config.max_prompt_tokens, a->params.max_new_tokens));
-  // Decoder tokens: OPT's prompt or T5's start token, then the new ones.
-  const int64_t decoder_prompt = m.model->is_t5() ? 1 : static_cast<int64_t>(a->input_ids.size());
-  const int64_t total = decoder_prompt + a->params.max_new_tokens;
-  a->batched = a->params.num_beams == 1 && a->params.num_return_sequences == 1;
-  const scheduler::Fit fit = scheduler::FitOf(m.sched->config(), decoder_prompt, a->params.max_new_tokens);
-  if (a->batched && fit == scheduler::Fit::kExceedsCache) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens) needs more KV blocks than the cache has (",
-                                                   m.kv_blocks, ")"));
+  ASSIGN_OR_RETURN(g->input_ids,
+                   m.model->InputIds(request.prompt, m.config.max_prompt_tokens, g->params.max_new_tokens));
+  // Decoder tokens: OPT's prompt or T5's start token, then the new ones; one
+  // sequence per beam or returned sample.
+  const int64_t decoder_prompt = m.model->is_t5() ? 1 : static_cast<int64_t>(g->input_ids.size());
+  const int64_t total = decoder_prompt + g->params.max_new_tokens;
+  const int64_t width = g->params.num_beams > 1 ? g->params.num_beams
+                        : g->params.do_sample ? g->params.num_return_sequences
+                                              : 1;
+  const std::string sequences = width > 1 ? absl::StrCat(" for each of ", width, " sequences") : "";
+  switch (scheduler::FitOf(m.sched->config(), decoder_prompt, g->params.max_new_tokens, width)) {
+    case scheduler::Fit::kFits:
+      break;
+    case scheduler::Fit::kExceedsCache:
+      return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens", sequences,
+                                                     ") needs more KV blocks than the cache has (", m.kv_blocks, ")"));
+    case scheduler::Fit::kExceedsStep:
+      return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total, " tokens", sequences,
+                                                     ") exceeds what one step computes (max_batched_tokens ",
+                                                     m.config.max_batched_tokens, ")"));
+    case scheduler::Fit::kExceedsSequences:
+      return absl::InvalidArgumentError(absl::StrCat(width, " beams or returned sequences exceed max_num_seqs (",
+                                                     m.config.max_num_seqs, ")"));
   }
-  if (a->batched && fit == scheduler::Fit::kExceedsStep) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt plus max_new_tokens (", total,
-                                                   " tokens) exceeds what one step computes (max_batched_tokens ",
-                                                   m.config.max_batched_tokens, ")"));
-  }
-  a->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
-  a->sink = std::move(sink);
-  a->request = std::move(request);
-  if (a->params.do_sample) a->rng = at::detail::createCPUGenerator(a->params.seed);
-  return m.Enqueue(std::move(a));
+  g->registered_image = request.image_key.has_value();
+  g->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
+  g->pixels = std::move(request.pixels);
+  g->prompt = std::move(request.prompt);
+  g->priority = request.priority;
+  g->deadline = request.deadline;
+  g->sink = std::move(sink);
+  return m.Enqueue(std::move(g));
 }
 
 absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::shared_ptr<RequestSink> sink) {
@@ -243,13 +258,12 @@ absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::s
     return absl::FailedPreconditionError(absl::StrCat("the model ", spec().model_dir,
                                                       " is not a retrieval checkpoint: it cannot match or embed"));
   }
-  auto a = std::make_unique<Active>();
-  a->retrieve = true;
-  a->has_image = request.image_key.has_value() || !request.pixels.empty();
-  if (a->has_image && !request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
-  if (!a->has_image && request.texts.empty()) return absl::InvalidArgumentError("give an image, texts or both");
-  if (request.match && (!a->has_image || request.texts.empty())) {
-    return absl::InvalidArgumentError(a->has_image ? "texts is empty: nothing to match the image against"
+  auto r = std::make_unique<RetrievalWork>();
+  r->has_image = request.image_key.has_value() || !request.pixels.empty();
+  if (r->has_image && !request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
+  if (!r->has_image && request.texts.empty()) return absl::InvalidArgumentError("give an image, texts or both");
+  if (request.match && (!r->has_image || request.texts.empty())) {
+    return absl::InvalidArgumentError(r->has_image ? "texts is empty: nothing to match the image against"
                                                    : "matching needs an image");
   }
   if (static_cast<int64_t>(request.texts.size()) > m.config.max_texts) {
@@ -259,18 +273,18 @@ absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::s
   for (size_t i = 0; i < request.texts.size(); ++i) {
     if (!IsValidUtf8(request.texts[i])) return absl::InvalidArgumentError(absl::StrCat("texts[", i, "] is not valid UTF-8"));
     WordPieceTokenizer::Encoding e = m.text_tokenizer->Encode(request.texts[i], m.max_text_tokens);
-    a->job.text_ids.push_back(std::move(e.ids));
-    a->job.truncated.push_back(e.truncated);
+    r->job.text_ids.push_back(std::move(e.ids));
+    r->job.truncated.push_back(e.truncated);
   }
-  a->job.match = request.match;
-  a->job.features = request.features;
-  if (a->has_image) {
-    a->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
+  r->job.match = request.match;
+  r->job.features = request.features;
+  if (r->has_image) {
+    r->image_key = request.image_key ? *request.image_key : ImageKey(request.pixels.data(), request.pixels.size());
   }
-  a->request.pixels = std::move(request.pixels);
-  a->request.image_key = request.image_key;
-  a->sink = std::move(sink);
-  return m.Enqueue(std::move(a));
+  r->registered_image = request.image_key.has_value();
+  r->pixels = std::move(request.pixels);
+  r->sink = std::move(sink);
+  return m.Enqueue(std::move(r));
 }
 
 absl::Status Engine::CheckPixels(const std::vector<float>& pixels) const {
@@ -284,12 +298,11 @@ absl::Status Engine::CheckPixels(const std::vector<float>& pixels) const {
 
 absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink) {
   RETURN_IF_ERROR(CheckPixels(pixels));
-  auto a = std::make_unique<Active>();
-  a->register_only = true;
-  a->image_key = ImageKey(pixels.data(), pixels.size());
-  a->request.pixels = std::move(pixels);
-  a->sink = std::move(sink);
-  const uint64_t key = a->image_key;
+  auto r = std::make_unique<RegistrationRequest>();
+  r->image_key = ImageKey(pixels.data(), pixels.size());
+  r->pixels = std::move(pixels);
+  r->sink = std::move(sink);
+  const uint64_t key = r->image_key;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     if (impl_->registered.count(key) == 0 &&
@@ -298,7 +311,7 @@ absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::s
                                                        " registered images (max_registered_images); release some"));
     }
   }
-  RETURN_IF_ERROR(impl_->Enqueue(std::move(a)).status());
+  RETURN_IF_ERROR(impl_->Enqueue(std::move(r)).status());
   return key;
 }
 
@@ -312,22 +325,25 @@ absl::Status Engine::ReleaseImage(uint64_t key) {
 
 // Queues a validated request; registrations also enter `registered` here, so a
 // request naming the key may follow at once.
-absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Active> a) {
-  a->submitted = Clock::now();
+absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Request> r) {
+  r->submitted = Clock::now();
   std::lock_guard<std::mutex> lock(mu);
   if (!accepting) return absl::UnavailableError("the engine is shutting down");
   if (static_cast<int64_t>(inbox.size()) >= config.inbox_capacity) {
     return absl::ResourceExhaustedError(absl::StrCat("the engine's inbox is full (", config.inbox_capacity,
                                                      " requests); retry later"));
   }
-  if (a->register_only) {
-    registered.insert(a->image_key);
-  } else if (a->request.image_key && registered.count(a->image_key) == 0) {
+  const bool names_registered =
+      (r->kind == Request::Kind::kGeneration && static_cast<GenerationRequest&>(*r).registered_image) ||
+      (r->kind == Request::Kind::kRetrieval && static_cast<RetrievalWork&>(*r).registered_image);
+  if (r->kind == Request::Kind::kRegistration) {
+    registered.insert(r->image_key);
+  } else if (names_registered && registered.count(r->image_key) == 0) {
     return absl::NotFoundError("the image is not registered (RegisterImage it first)");
   }
-  a->id = next_id++;
-  const int64_t id = a->id;
-  inbox.push_back(std::move(a));
+  r->id = next_id++;
+  const int64_t id = r->id;
+  inbox.push_back(std::move(r));
   ++stats.submitted;
   wake.notify_one();
   return id;
@@ -361,14 +377,12 @@ EngineStats Engine::Stats() const {
   return impl_->stats;
 }
 
-void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::vector<int64_t>* cancelled,
+void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::vector<int64_t>* cancelled,
                              std::vector<uint64_t>* released, bool* stop_now) {
   std::unique_lock<std::mutex> lock(mu);
-  const bool vision_pending = !vision_queue.empty();
-  if (inbox.empty() && cancels.empty() && releases.empty() && !HasWork() && !stopping) {
+  if (inbox.empty() && cancels.empty() && releases.empty() && active.empty() && !stopping) {
     wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; });
-  } else if (inbox.empty() && cancels.empty() && vision_pending && sched->num_running() + sched->num_waiting() == 0 &&
-             offline_queue.empty()) {
+  } else if (inbox.empty() && cancels.empty() && !vision->empty() && LlmIdle() && retrieval_queue.empty()) {
     // Only images wait: give others a moment to join their batch.
     wake.wait_for(lock, config.vision_max_queue_delay, [&] { return !inbox.empty() || stopping; });
   }
@@ -384,7 +398,7 @@ void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Active>>* added, std::v
 void Engine::Impl::Loop() {
   c10::InferenceMode guard;
   while (true) {
-    std::vector<std::unique_ptr<Active>> added;
+    std::vector<std::unique_ptr<Request>> added;
     std::vector<int64_t> cancelled;
     std::vector<uint64_t> released;
     bool stop_now = false;
@@ -393,26 +407,11 @@ void Engine::Impl::Loop() {
       if (registration_pins.erase(key) > 0) images->Unpin(key);
     }
     if (!released.empty()) UpdateGauges();
-    for (auto& a : added) {
-      const int64_t id = a->id;
-      const bool needs_image = a->has_image;
-      active.emplace(id, std::move(a));
-      (needs_image ? vision_queue : retrieval_queue).push_back(id);
-    }
-    for (int64_t id : cancelled) {
-      if (active.count(id) == 0) continue;  // unknown or already finished: harmless
-      if (active.at(id)->retrieve) {
-        Fail(id, absl::CancelledError("the request was cancelled"));
-      } else if (std::find(vision_queue.begin(), vision_queue.end(), id) != vision_queue.end() ||
-                 std::find(offline_queue.begin(), offline_queue.end(), id) != offline_queue.end()) {
-        Finish(id, "cancelled");
-      } else {
-        sched->Cancel(id);
-      }
-    }
+    for (auto& r : added) Accept(std::move(r));
+    for (int64_t id : cancelled) CancelRequest(id);
     if (stop_now) {
       std::vector<int64_t> ids;
-      for (const auto& [id, a] : active) ids.push_back(id);
+      for (const auto& [id, r] : active) ids.push_back(id);
       for (int64_t id : ids) Fail(id, absl::UnavailableError("the engine shut down before the request finished"));
       return;
     }
@@ -420,126 +419,92 @@ void Engine::Impl::Loop() {
       std::lock_guard<std::mutex> lock(mu);
       if (stopping && active.empty() && inbox.empty()) return;
     }
-    const bool llm_idle = sched->num_running() + sched->num_waiting() == 0 && offline_queue.empty();
-    RunVision(/*force=*/!llm_idle ? false : true);
+    // One encoder batch per iteration at most, so images never hold decoding
+    // back for longer than one batch; with no text to decode, no waiting.
+    RunVision(/*force=*/LlmIdle());
     RunRetrievalQueue();
-    RunOffline();
     RunStep();
   }
 }
 
-void Engine::Impl::Route(Active& a) {
-  if (!a.batched) {
-    offline_queue.push_back(a.id);
-    return;
+void Engine::Impl::Accept(std::unique_ptr<Request> r) {
+  Request& req = *r;
+  active.emplace(req.id, std::move(r));
+  if (req.has_image) {
+    req.phase = Phase::kAwaitingImage;
+    vision->Add(req.id, req.image_key, std::move(req.pixels), req.submitted);
+  } else {
+    req.phase = Phase::kAwaitingTexts;
+    retrieval_queue.push_back(req.id);
   }
-  scheduler::SequenceRequest r{a.id, static_cast<int64_t>(a.first_step.token_ids.size()), a.params.max_new_tokens,
-                               a.request.priority, a.request.deadline};
-  if (sched->Add(r) != scheduler::AddResult::kQueued) {
-    Fail(a.id, absl::InternalError("the scheduler refused a request that Submit admitted"));
-    return;
+}
+
+void Engine::Impl::CancelRequest(int64_t id) {
+  auto it = active.find(id);
+  if (it == active.end()) return;  // unknown or already finished: harmless
+  Request& r = *it->second;
+  switch (r.kind) {
+    case Request::Kind::kRetrieval:
+      Fail(id, absl::CancelledError("the request was cancelled"));
+      break;
+    case Request::Kind::kRegistration:
+      break;  // it only encodes; it ends on its own within a batch
+    case Request::Kind::kGeneration:
+      if (r.phase == Phase::kScheduled) {
+        sched->Cancel(id);  // ends at the next Schedule, which frees its blocks
+      } else {
+        Finish(id, /*cancelled=*/true);
+      }
+      break;
   }
-  TextPieceSink piece;
-  if (a.sink) {
-    RequestSink* sink = a.sink.get();
-    piece = [sink](const std::string& text) { sink->OnText(text); };
-  }
-  a.streamer = std::make_unique<TextStreamer>(*model->tokenizer, a.params.stop_strings, piece);
 }
 
 void Engine::Impl::RunVision(bool force) {
-  if (vision_queue.empty()) return;
-  // Requests whose image is cached go straight on; the rest wait for a batch.
-  std::vector<uint64_t> missing;
-  std::map<uint64_t, const std::vector<float>*> pixels_of;
-  for (int64_t id : vision_queue) {
-    Active& a = *active.at(id);
-    if (images->Find(a.image_key) != nullptr || a.request.pixels.empty()) continue;
-    if (pixels_of.emplace(a.image_key, &a.request.pixels).second) missing.push_back(a.image_key);
-  }
-  const auto oldest = active.at(vision_queue.front())->submitted;
-  const bool full = static_cast<int64_t>(missing.size()) >= config.vision_max_batch;
-  const bool waited = Clock::now() - oldest >= config.vision_max_queue_delay;
-  if (!missing.empty() && (full || waited || force)) {
-    missing.resize(std::min<size_t>(missing.size(), config.vision_max_batch));
-    std::vector<const std::vector<float>*> batch;
-    for (uint64_t key : missing) batch.push_back(pixels_of.at(key));
-    try {
-      const ImagePathOutput out = model->image_path->Forward(model->PixelBatch(batch));
-      for (size_t i = 0; i < missing.size(); ++i) {
-        const int64_t b = static_cast<int64_t>(i);
-        CachedImage image;
-        if (out.projected.defined()) {
-          image.projected = out.projected[b];
-        } else {  // retrieval: what ITC, ITM and Embed read
-          image.image_embeds = out.image_embeds[b];
-          image.vision_hidden = out.vision.last_hidden_state[b];
-          image.qformer = out.qformer[b];
-        }
-        images->Insert(missing[i], std::move(image));
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      stats.images_encoded += static_cast<int64_t>(missing.size());
+  if (vision->empty()) return;
+  const Clock::time_point start = Clock::now();
+  const VisionBatcher::Outcome out = vision->Run(force);
+  for (const auto& [id, status] : out.failed) Fail(id, status);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (out.encoded > 0) {
+      stats.images_encoded += out.encoded;
       ++stats.encoder_batches;
-      ++stats.vision_batch_sizes[static_cast<int64_t>(missing.size())];
-    } catch (const std::exception& e) {
-      const absl::Status status = StatusFromException(e, "encoding images");
-      std::vector<int64_t> failed;
-      for (int64_t id : vision_queue) {
-        if (std::find(missing.begin(), missing.end(), active.at(id)->image_key) != missing.end()) failed.push_back(id);
-      }
-      for (int64_t id : failed) Fail(id, status);
-      return;
+      ++stats.vision_batch_sizes[out.encoded];
+      stats.vision_ms += Ms(start, Clock::now());
     }
+    stats.image_cache_hits += static_cast<int64_t>(out.cache_hit.size());
   }
-  std::deque<int64_t> still;
-  std::vector<int64_t> ready;
-  const std::deque<int64_t> queued = vision_queue;
-  for (int64_t id : queued) {
-    if (active.count(id) == 0) continue;  // failed while routing
-    Active& a = *active.at(id);
-    if (images->Find(a.image_key) == nullptr) {
-      if (a.request.pixels.empty() && !pixels_of.count(a.image_key)) {
-        // A registered image released (and evicted) before this request reached it.
-        Fail(id, absl::NotFoundError("the image was released before the request started"));
-      } else {
-        still.push_back(id);
-      }
+  std::vector<int64_t> generation;
+  for (int64_t id : out.ready) {
+    Request& r = *active.at(id);
+    if (r.kind == Request::Kind::kRegistration) {
+      FinishRegistration(r);
       continue;
     }
-    std::vector<float>().swap(a.request.pixels);  // encoded: the pixels are no longer needed
-    // Every request but the one that brought a newly encoded image skipped the encoder.
-    auto fresh = std::find(missing.begin(), missing.end(), a.image_key);
-    if (fresh != missing.end()) {
-      missing.erase(fresh);
-    } else {
-      Count(&EngineStats::image_cache_hits);
-    }
-    if (a.register_only) {
-      FinishRegistration(a);
-      continue;
-    }
-    const CachedImage& cached = *images->Find(a.image_key);
-    images->Pin(a.image_key);
-    a.pinned = true;
-    if (a.retrieve) {
-      a.job.image = cached;
+    const CachedImage& cached = *images->Find(r.image_key);
+    images->Pin(r.image_key);
+    r.pinned = true;
+    if (r.kind == Request::Kind::kRetrieval) {
+      static_cast<RetrievalWork&>(r).job.image = cached;
+      r.phase = Phase::kAwaitingTexts;
       retrieval_queue.push_back(id);
       continue;
     }
-    a.embeds = cached.projected;
-    ready.push_back(id);
+    static_cast<GenerationRequest&>(r).embeds = cached.projected;
+    generation.push_back(id);
   }
-  vision_queue.swap(still);
-  Admit(ready);
+  Admit(generation);
 }
 
 // Requests whose image is ready get their first decoder step (for T5 one
-// encoder forward over all of them), then join the scheduler or the offline queue.
+// encoder forward over all of them), then join the scheduler.
 void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
   if (ids.empty()) return;
   std::vector<EncoderInput> prompts;
-  for (int64_t id : ids) prompts.push_back({active.at(id)->input_ids, active.at(id)->embeds});
+  for (int64_t id : ids) {
+    const auto& g = static_cast<const GenerationRequest&>(*active.at(id));
+    prompts.push_back({g.input_ids, g.embeds});
+  }
   std::vector<DecoderInput> steps;
   try {
     steps = model->FirstSteps(prompts);
@@ -549,42 +514,55 @@ void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
     return;
   }
   for (size_t i = 0; i < ids.size(); ++i) {
-    Active& a = *active.at(ids[i]);
-    a.first_step = std::move(steps[i]);
-    Route(a);
+    auto& g = static_cast<GenerationRequest&>(*active.at(ids[i]));
+    RequestSink* sink = g.sink.get();
+    std::function<void(int64_t)> on_token;
+    TextPieceSink on_text;
+    if (sink != nullptr) {
+      on_token = [sink](int64_t token) { sink->OnToken(token); };
+      on_text = [sink](const std::string& text) { sink->OnText(text); };
+    }
+    g.task = std::make_unique<GenerationTask>(g.id, g.params, std::move(steps[i]), *model->tokenizer, on_token, on_text);
+    Schedule(g);
   }
 }
 
-void Engine::Impl::FinishRegistration(Active& a) {
+void Engine::Impl::Schedule(GenerationRequest& g) {
+  scheduler::SequenceRequest r;
+  r.id = g.id;
+  r.prompt_tokens = static_cast<int64_t>(g.task->first_step().token_ids.size());
+  r.max_new_tokens = g.params.max_new_tokens;
+  r.priority = g.priority;
+  r.deadline = g.deadline;
+  r.width = g.task->width();
+  if (config.prefix_caching) {
+    // T5's decoder reads the encoder's output: its blocks depend on the whole
+    // encoder input, not only on the image.
+    const uint64_t seed = model->is_t5() ? PrefixSeed(g.image_key, g.input_ids) : g.image_key;
+    r.block_keys = PrefixBlockKeys(seed, g.task->first_step().token_ids, config.kv_block_size);
+  }
+  if (sched->Add(r) != scheduler::AddResult::kQueued) {
+    Fail(g.id, absl::InternalError("the scheduler refused a request that Submit admitted"));
+    return;
+  }
+  g.phase = Phase::kScheduled;
+}
+
+void Engine::Impl::FinishRegistration(Request& r) {
   bool still_registered;
   {
     std::lock_guard<std::mutex> lock(mu);
-    still_registered = registered.count(a.image_key) > 0;
+    still_registered = registered.count(r.image_key) > 0;
   }
   // Released while it was being encoded: nothing to pin.
-  if (still_registered && registration_pins.insert(a.image_key).second) images->Pin(a.image_key);
+  if (still_registered && registration_pins.insert(r.image_key).second) images->Pin(r.image_key);
   Usage usage;
-  usage.queue_ms = usage.total_ms = Ms(a.submitted, Clock::now());
-  const std::shared_ptr<RequestSink> sink = a.sink;
+  usage.queue_ms = usage.total_ms = Ms(r.submitted, Clock::now());
+  const std::shared_ptr<RequestSink> sink = r.sink;
   Count(&EngineStats::finished);
-  Release(a.id);
+  Release(r.id);
   UpdateGauges();
   if (sink) sink->OnFinished(CaptionResult{}, usage);
-}
-
-CaptionResult Engine::Impl::Result(const Active& a, const std::vector<int64_t>& tokens,
-                                   const std::string& reason) const {
-  GeneratedSequence seq;
-  seq.token_ids = tokens;
-  seq.finish_reason = reason;
-  std::vector<int64_t> text_ids = tokens;
-  if (reason == "eos" && !text_ids.empty()) text_ids.pop_back();
-  seq.text = model->tokenizer->Decode(text_ids, true).value_or("");
-  if (const size_t stop = FindStop(seq.text, a.params.stop_strings); stop != std::string::npos) seq.text.resize(stop);
-  CaptionResult result;
-  result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
-  result.sequences.push_back(std::move(seq));
-  return result;
 }
 
 // Every retrieval request whose image is ready: their texts in one batch.
@@ -593,7 +571,7 @@ void Engine::Impl::RunRetrievalQueue() {
   const std::vector<int64_t> ids(retrieval_queue.begin(), retrieval_queue.end());
   retrieval_queue.clear();
   std::vector<RetrievalJob> jobs;
-  for (int64_t id : ids) jobs.push_back(active.at(id)->job);
+  for (int64_t id : ids) jobs.push_back(static_cast<RetrievalWork&>(*active.at(id)).job);
   std::vector<RetrievalResult> results;
   try {
     results = RunRetrieval(*model, jobs, text_tokenizer->pad_id());
@@ -603,11 +581,11 @@ void Engine::Impl::RunRetrievalQueue() {
     return;
   }
   for (size_t i = 0; i < ids.size(); ++i) {
-    Active& a = *active.at(ids[i]);
+    const auto& r = static_cast<RetrievalWork&>(*active.at(ids[i]));
     Usage usage;
-    for (const auto& text : a.job.text_ids) usage.prompt_tokens += static_cast<int64_t>(text.size());
-    usage.queue_ms = usage.time_to_first_token_ms = usage.total_ms = Ms(a.submitted, Clock::now());
-    const std::shared_ptr<RequestSink> sink = a.sink;
+    for (const auto& text : r.job.text_ids) usage.prompt_tokens += static_cast<int64_t>(text.size());
+    usage.queue_ms = usage.time_to_first_token_ms = usage.total_ms = Ms(r.submitted, Clock::now());
+    const std::shared_ptr<RequestSink> sink = r.sink;
     Count(&EngineStats::finished);
     Release(ids[i]);
     UpdateGauges();
@@ -615,157 +593,118 @@ void Engine::Impl::RunRetrievalQueue() {
   }
 }
 
-void Engine::Impl::RunOffline() {
-  while (!offline_queue.empty()) {
-    const int64_t id = offline_queue.front();
-    offline_queue.pop_front();
-    Active& a = *active.at(id);
-    a.first_scheduled = Clock::now();
-    a.scheduled = true;
-    try {
-      const std::vector<Hypothesis> hyps = Generate(model->decoder(), a.first_step, a.params);
-      CaptionResult result;
-      result.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
-      static const char* kReasons[] = {"eos", "length", "stop_string"};
-      int64_t tokens = 0;
-      for (const Hypothesis& h : hyps) {
-        CaptionResult one = Result(a, h.tokens, kReasons[static_cast<int>(h.reason)]);
-        result.sequences.push_back(std::move(one.sequences[0]));
-        tokens += static_cast<int64_t>(h.tokens.size());
-      }
-      Usage usage;
-      usage.prompt_tokens = result.prompt_tokens;
-      usage.completion_tokens = tokens;
-      Count(&EngineStats::generated_tokens, tokens);
-      usage.queue_ms = Ms(a.submitted, a.first_scheduled);
-      usage.total_ms = Ms(a.submitted, Clock::now());
-      usage.time_to_first_token_ms = usage.total_ms;
-      const std::shared_ptr<RequestSink> sink = a.sink;
-      Count(&EngineStats::finished);
-      Release(id);
-      UpdateGauges();
-      if (sink && !result.sequences.empty()) sink->OnText(result.sequences[0].text);
-      if (sink) sink->OnFinished(result, usage);
-    } catch (const std::exception& e) {
-      Fail(id, StatusFromException(e, "generating"));
-    }
-  }
-}
-
+// One LLM step: schedule -> build inputs -> forward -> sample -> emit.
 void Engine::Impl::RunStep() {
-  if (sched->num_running() + sched->num_waiting() == 0) return;
+  if (LlmIdle()) return;
+  PhaseClock clock;
   const scheduler::SchedulerOutput out = sched->Schedule(Clock::now());
   for (int64_t id : out.expired) Fail(id, absl::DeadlineExceededError("the request's deadline passed"));
-  for (int64_t id : out.cancelled) Finish(id, "cancelled");
+  for (int64_t id : out.cancelled) Finish(id, /*cancelled=*/true);
   if (!out.preempted.empty()) Count(&EngineStats::preemptions, static_cast<int64_t>(out.preempted.size()));
   if (out.sequences.empty()) return;
-  std::vector<DecoderInput> inputs;
+  const double schedule_ms = clock.Lap();
+
+  // The requests of this step, each once, in step order.
+  std::vector<GenerationRequest*> requests;
   const Clock::time_point now = Clock::now();
   for (const scheduler::ScheduledSequence& s : out.sequences) {
-    Active& a = *active.at(s.id);
-    if (!a.scheduled) {
-      a.scheduled = true;
-      a.first_scheduled = now;
-    }
-    DecoderInput in;
-    in.blocks = s.block_table;
-    in.cached = s.cached_tokens;
-    in.cross = a.first_step.cross;
-    if (s.is_prefill) {  // the first step, plus what it had generated before a preemption
-      in.token_ids = a.first_step.token_ids;
-      in.token_ids.insert(in.token_ids.end(), a.generated.begin(), a.generated.end());
-      in.image_embeds = a.first_step.image_embeds;
-    } else {
-      in.token_ids = {a.generated.back()};
-    }
-    inputs.push_back(std::move(in));
+    auto& g = static_cast<GenerationRequest&>(*active.at(s.request));
+    if (requests.empty() || requests.back() != &g) requests.push_back(&g);
+    if (!g.first_scheduled) g.first_scheduled = now;
   }
+  const std::vector<DecoderInput> inputs =
+      ModelRunner::BuildInputs(out, [&](const scheduler::ScheduledSequence& s) {
+        const GenerationTask& task = *static_cast<GenerationRequest&>(*active.at(s.request)).task;
+        return SequenceSource{&task.first_step(), &task.Generated(s.id), image_token};
+      });
+  const double inputs_ms = clock.Lap();
+
   at::Tensor logits;
   try {
-    logits = model->decoder().Step(inputs, *kv);
+    logits = runner->Run(out, inputs);
   } catch (const std::exception& e) {
     const absl::Status status = StatusFromException(e, "decoder step");
-    for (const scheduler::ScheduledSequence& s : out.sequences) {
-      sched->Abort(s.id);
-      Fail(s.id, status);
+    for (GenerationRequest* g : requests) {
+      const int64_t id = g->id;
+      sched->Abort(id);
+      Fail(id, status);
     }
     return;
   }
-  Count(&EngineStats::steps);
-  std::vector<int64_t> finished;
-  std::map<int64_t, std::string> reasons;
-  // Greedy rows whose only processor is min_new_tokens get their stop ids
-  // masked in one operation and share one batched argmax; the rest (sampling,
-  // penalties) go row by row.
-  std::vector<int64_t> mask_rows, mask_ids;
-  std::vector<bool> plain(out.sequences.size());
-  for (size_t i = 0; i < out.sequences.size(); ++i) {
-    const Active& a = *active.at(out.sequences[i].id);
-    const GenerationParams& p = a.params;
-    plain[i] = !p.do_sample && p.repetition_penalty == 1.0 && p.no_repeat_ngram_size == 0;
-    if (plain[i] && static_cast<int64_t>(a.generated.size()) < p.min_new_tokens) {
-      for (int64_t eos : p.eos_token_ids) {
-        if (eos < 0 || eos >= logits.size(1)) continue;
-        mask_rows.push_back(static_cast<int64_t>(i));
-        mask_ids.push_back(eos);
-      }
+  const double forward_ms = clock.Lap();
+
+  // The batched sampler for every single and sampled sequence; beam search per request.
+  RowOf row_of;
+  for (size_t i = 0; i < out.sequences.size(); ++i) row_of[out.sequences[i].id] = static_cast<int64_t>(i);
+  std::vector<SampleRow> rows;
+  std::vector<std::pair<GenerationTask*, size_t>> firsts;  // task, its first row
+  for (GenerationRequest* g : requests) {
+    if (g->task->is_beam_search()) {
+      g->task->BeamStep(logits, row_of);
+      continue;
     }
+    firsts.emplace_back(g->task.get(), rows.size());
+    g->task->AppendSampleRows(row_of, &rows);
   }
-  if (!mask_rows.empty()) {
-    logits.index_put_({at::tensor(mask_rows, at::kLong).to(logits.device()),
-                       at::tensor(mask_ids, at::kLong).to(logits.device())},
-                      at::scalar_tensor(-std::numeric_limits<float>::infinity(), logits.options()));
+  const std::vector<int64_t> tokens = SampleTokens(logits, rows);
+  const double sample_ms = clock.Lap();
+
+  for (const auto& [task, first] : firsts) task->TakeTokens(tokens.data() + first);
+  const Clock::time_point produced = Clock::now();
+  for (GenerationRequest* g : requests) {
+    if (!g->first_token && g->task->produced_any()) g->first_token = produced;
   }
-  const at::Tensor argmax = logits.argmax(-1).to(at::kCPU).contiguous();
-  for (size_t i = 0; i < out.sequences.size(); ++i) {
-    Active& a = *active.at(out.sequences[i].id);
-    const GenerationParams& p = a.params;
-    int64_t token = argmax.data_ptr<int64_t>()[i];
-    if (!plain[i]) {
-      at::Tensor scores = logits[static_cast<int64_t>(i)].clone();
-      std::vector<int64_t> history = a.first_step.token_ids;
-      history.insert(history.end(), a.generated.begin(), a.generated.end());
-      ProcessScores(scores, history, static_cast<int64_t>(a.generated.size()), p, 1);
-      token = p.do_sample ? at::multinomial(scores.softmax(0).to(at::kCPU), 1, false, *a.rng).item<int64_t>()
-                          : scores.argmax().item<int64_t>();
-    }
-    if (a.generated.empty()) a.first_token = Clock::now();
-    a.generated.push_back(token);
-    if (a.sink) a.sink->OnToken(token);
-    const bool eos = std::find(a.params.eos_token_ids.begin(), a.params.eos_token_ids.end(), token) !=
-                     a.params.eos_token_ids.end();
-    if (eos) {
-      finished.push_back(a.id);
-      reasons[a.id] = "eos";
-    } else if (a.streamer->Push(token)) {
-      finished.push_back(a.id);
-      reasons[a.id] = "stop_string";
-    }
+  sched->Update(out, {});
+  std::vector<int64_t> done;
+  for (GenerationRequest* g : requests) {
+    if (g->task->Reconcile(*sched, [this] { return NewId(); })) done.push_back(g->id);
   }
-  Count(&EngineStats::generated_tokens, static_cast<int64_t>(out.sequences.size()));
-  for (int64_t id : sched->Update(out, finished)) {
-    Finish(id, reasons.count(id) > 0 ? reasons[id] : "length");
-  }
+  for (int64_t id : done) Finish(id, /*cancelled=*/false);
   UpdateGauges();  // KV blocks and queue lengths move every step
+  const double emit_ms = clock.Lap();
+  std::lock_guard<std::mutex> lock(mu);
+  ++stats.steps;
+  stats.generated_tokens += static_cast<int64_t>(out.sequences.size());
+  stats.block_copies += static_cast<int64_t>(out.block_copies.size());
+  stats.step_schedule_ms += schedule_ms;
+  stats.step_inputs_ms += inputs_ms;
+  stats.step_forward_ms += forward_ms;
+  stats.step_sample_ms += sample_ms;
+  stats.step_emit_ms += emit_ms;
 }
 
-void Engine::Impl::Finish(int64_t id, const std::string& reason) {
+void Engine::Impl::Finish(int64_t id, bool cancelled) {
   auto it = active.find(id);
   if (it == active.end()) return;
-  Active& a = *it->second;
-  if (a.streamer) a.streamer->Finish();
-  const CaptionResult result = Result(a, a.generated, reason);
-  const std::shared_ptr<RequestSink> sink = a.sink;
+  if (it->second->kind != Request::Kind::kGeneration) {
+    Fail(id, absl::CancelledError("the request was cancelled"));
+    return;
+  }
+  auto& g = static_cast<GenerationRequest&>(*it->second);
+  CaptionResult result;
+  if (g.task) {
+    g.task->FlushText();
+    result = g.task->Result(cancelled);
+  } else {  // cancelled before its image was ready
+    result.prompt_tokens = static_cast<int64_t>(g.input_ids.size());
+    result.sequences.push_back({{}, "", FinishReason::kCancelled});
+  }
+  sched->Abort(id);
+  const std::shared_ptr<RequestSink> sink = g.sink;
+  const bool streamed = g.task && g.task->width() == 1 && !g.task->is_beam_search();
   const Clock::time_point now = Clock::now();
   Usage usage;
-  usage.prompt_tokens = static_cast<int64_t>(a.input_ids.size());
-  usage.completion_tokens = static_cast<int64_t>(a.generated.size());
-  usage.queue_ms = a.scheduled ? Ms(a.submitted, a.first_scheduled) : Ms(a.submitted, now);
-  usage.time_to_first_token_ms = a.generated.empty() ? 0 : Ms(a.submitted, a.first_token);
-  usage.total_ms = Ms(a.submitted, now);
+  usage.prompt_tokens = static_cast<int64_t>(g.input_ids.size());
+  for (const GeneratedSequence& s : result.sequences) usage.completion_tokens += static_cast<int64_t>(s.token_ids.size());
+  usage.queue_ms = Ms(g.submitted, g.first_scheduled.value_or(now));
+  usage.time_to_first_token_ms = g.first_token ? Ms(g.submitted, *g.first_token) : 0;
+  usage.total_ms = Ms(g.submitted, now);
   Count(&EngineStats::finished);
   Release(id);
   UpdateGauges();
+  if (sink && !streamed && !result.sequences.empty() && !result.sequences[0].text.empty()) {
+    sink->OnText(result.sequences[0].text);
+  }
   if (sink) sink->OnFinished(result, usage);
 }
 
@@ -784,8 +723,7 @@ void Engine::Impl::Release(int64_t id) {
   auto it = active.find(id);
   if (it == active.end()) return;
   if (it->second->pinned) images->Unpin(it->second->image_key);
-  vision_queue.erase(std::remove(vision_queue.begin(), vision_queue.end(), id), vision_queue.end());
-  offline_queue.erase(std::remove(offline_queue.begin(), offline_queue.end(), id), offline_queue.end());
+  vision->Remove(id);
   retrieval_queue.erase(std::remove(retrieval_queue.begin(), retrieval_queue.end(), id), retrieval_queue.end());
   active.erase(it);
 }

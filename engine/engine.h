@@ -7,9 +7,10 @@
 // continuous batching over the block-paged KV cache, where requests join and
 // leave every step. With a retrieval checkpoint the engine serves
 // SubmitRetrieval instead: images through the same batcher and cache, the
-// texts of all requests ready together in one Q-Former pass. Greedy and sampled requests with one sequence are batched
-// this way; beam search and several samples per request run on the engine
-// thread as a whole (the offline generator), between steps.
+// texts of all requests ready together in one Q-Former pass. Every decoding
+// mode is batched this way: a beam or a returned sample is one more scheduler
+// sequence, forked from its parent's KV blocks, stepping with everything else.
+// docs/architecture.md maps each behaviour to its file.
 #pragma once
 
 #include <chrono>
@@ -34,6 +35,9 @@ struct EngineConfig {
   int64_t kv_blocks = 0;           // 0: from kv_cache_bytes
   int64_t kv_cache_bytes = 256ll << 20;
   double kv_watermark = 0.01;
+  // Keep full prompt blocks after their request ends (LRU) and reuse them for
+  // requests with the same image and prompt prefix.
+  bool prefix_caching = true;
   // LLM scheduler.
   int64_t max_num_seqs = 128;
   int64_t max_batched_tokens = 4096;
@@ -79,12 +83,13 @@ struct Usage {
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
-  // Each new token id of the request's sequence, as it is produced (batched
-  // requests; beam search and several samples report theirs in OnFinished).
+  // Each new token id of a single-sequence request, as it is produced (beam
+  // search and several samples report theirs in OnFinished).
   virtual void OnToken(int64_t token) {}
-  // New text of the request's (first) sequence, as it is produced.
+  // New text of a single-sequence request as it is produced; beam search and
+  // several samples send their first sequence's text once, before OnFinished.
   virtual void OnText(const std::string& text) {}
-  // finish_reason of each sequence: "eos", "length", "stop_string" or "cancelled".
+  // Every sequence with its FinishReason.
   virtual void OnFinished(const CaptionResult& result, const Usage& usage) = 0;
   // A retrieval request's result (usage.prompt_tokens: its text tokens).
   virtual void OnRetrieved(const RetrievalResult& result, const Usage& usage) {}
@@ -109,6 +114,22 @@ struct EngineStats {
   int64_t image_cache_entries = 0;
   int64_t registered_images = 0;
   std::map<int64_t, int64_t> vision_batch_sizes;  // images per encoder forward -> forwards
+  // Prefix cache (blocks of prompts): found at admission, computed, evicted;
+  // blocks kept for reuse while nobody holds them.
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
+  int64_t prefix_cache_evictions = 0;
+  int64_t kv_blocks_cached = 0;
+  int64_t block_copies = 0;  // copy-on-write copies of shared blocks (forks)
+  // Where the engine thread's time goes, summed over LLM steps (ms): the
+  // scheduler, building the decoder inputs, the forward pass, the sampler, and
+  // emitting (sinks, detokenising, stop strings, scheduler update, forks).
+  double step_schedule_ms = 0;
+  double step_inputs_ms = 0;
+  double step_forward_ms = 0;
+  double step_sample_ms = 0;
+  double step_emit_ms = 0;
+  double vision_ms = 0;  // encoder batches run by the engine thread
 };
 
 // The key RegisterImage returns for these preprocessed pixels (a content hash).
@@ -122,7 +143,8 @@ class Engine {
   // Validates and tokenizes on the caller's thread, then queues. Errors:
   // UNAVAILABLE after shutdown, RESOURCE_EXHAUSTED when the inbox is full,
   // INVALID_ARGUMENT for bad options, prompts or images, or a request that
-  // could never fit the KV cache, NOT_FOUND for an unregistered image_key.
+  // could never fit the KV cache, a step (max_batched_tokens) or max_num_seqs
+  // (with all its beams or samples), NOT_FOUND for an unregistered image_key.
   // Returns the request id. FAILED_PRECONDITION with a retrieval checkpoint.
   absl::StatusOr<int64_t> Submit(EngineRequest request, std::shared_ptr<RequestSink> sink);
   // Retrieval checkpoints only (else FAILED_PRECONDITION naming the model).

@@ -1,7 +1,8 @@
 // One request's decoding loop over a decoder (OPT or T5) and a KV cache of its
-// own: greedy, sampling and beam search with transformers' semantics. The
-// engine runs beam search and several samples per request this way; single
-// sequences go through its continuous batching. Internal (ATen).
+// own: greedy, sampling and beam search with transformers' semantics, through
+// the same sampler and beam bookkeeping as the serving engine (which runs
+// every request as scheduler sequences instead). For the command line, the
+// Captioner and the parity tests. Internal (ATen).
 #pragma once
 
 #include <cstdint>
@@ -10,18 +11,11 @@
 
 #include <ATen/ATen.h>
 
+#include "engine/beam_search.h"
 #include "engine/generation_params.h"
 #include "engine/text_decoder.h"
 
 namespace blip2::engine {
-
-enum class FinishReason { kEos, kLength, kStop };
-
-struct Hypothesis {
-  std::vector<int64_t> tokens;  // new tokens only; ends with the stop id when one ended it
-  FinishReason reason = FinishReason::kLength;
-  float score = 0;  // beam search: length-normalised log-probability
-};
 
 // Called with each new token of a greedy or sampled sequence; returning true
 // ends that sequence (stop strings).

@@ -56,11 +56,13 @@ v1::DecodingOptions OverridesToProto(const engine::GenerationOverrides& o) {
   return p;
 }
 
-v1::FinishReason FinishReasonFromString(const std::string& reason) {
-  if (reason == "eos") return v1::FINISH_REASON_EOS;
-  if (reason == "length") return v1::FINISH_REASON_LENGTH;
-  if (reason == "stop_string") return v1::FINISH_REASON_STOP_STRING;
-  if (reason == "cancelled") return v1::FINISH_REASON_CANCELLED;
+v1::FinishReason ToProto(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::kEos: return v1::FINISH_REASON_EOS;
+    case engine::FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case engine::FinishReason::kStopString: return v1::FINISH_REASON_STOP_STRING;
+    case engine::FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+  }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
@@ -81,7 +83,7 @@ void FillCompletion(const engine::CaptionResult& result, const engine::Usage& us
     v1::Sequence* out = completion->add_sequences();
     out->set_text(s.text);
     out->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
-    out->set_finish_reason(FinishReasonFromString(s.finish_reason));
+    out->set_finish_reason(ToProto(s.finish_reason));
     generated += static_cast<int64_t>(s.token_ids.size());
   }
   v1::Usage* u = completion->mutable_usage();

@@ -16,7 +16,7 @@ namespace blip2::server {
 engine::GenerationOverrides OverridesFromProto(const v1::DecodingOptions& options);
 v1::DecodingOptions OverridesToProto(const engine::GenerationOverrides& overrides);
 
-v1::FinishReason FinishReasonFromString(const std::string& reason);
+v1::FinishReason ToProto(engine::FinishReason reason);
 std::string FinishReasonName(v1::FinishReason reason);  // "eos", "length", ...
 
 // Sequences and usage; `image_tokens` are the query tokens the image adds.

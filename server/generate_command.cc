@@ -61,7 +61,7 @@ nlohmann::json ResultJson(const absl::StatusOr<engine::CaptionResult>& result, c
   if (!result.ok()) return {{"error", result.status().ToString()}};
   nlohmann::json sequences = nlohmann::json::array();
   for (const auto& s : result->sequences) {
-    sequences.push_back({{"text", s.text}, {"token_ids", s.token_ids}, {"finish_reason", s.finish_reason}});
+    sequences.push_back({{"text", s.text}, {"token_ids", s.token_ids}, {"finish_reason", std::string(engine::FinishReasonName(s.finish_reason))}});
   }
   return {{"sequences", sequences},
           {"usage",
@@ -178,7 +178,7 @@ int RunGenerate(const std::vector<std::string>& args) {
     } else {
       std::printf("%s\n", s.text.c_str());
     }
-    spdlog::info("sequence {}: {} new tokens, finished by {}", i, s.token_ids.size(), s.finish_reason);
+    spdlog::info("sequence {}: {} new tokens, finished by {}", i, s.token_ids.size(), engine::FinishReasonName(s.finish_reason));
   }
   return 0;
 }

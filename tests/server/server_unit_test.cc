@@ -99,7 +99,8 @@ TEST_CASE("API conversions: options both ways, image ids, finish reasons") {
   CHECK(*server::ParseImageId("0000000000000abc") == 0xabcULL);
   CHECK_FALSE(server::ParseImageId("abc").ok());
   CHECK_FALSE(server::ParseImageId("0x00000000000abc").ok());
-  CHECK(server::FinishReasonFromString("stop_string") == v1::FINISH_REASON_STOP_STRING);
+  CHECK(server::ToProto(engine::FinishReason::kStopString) == v1::FINISH_REASON_STOP_STRING);
+  CHECK(server::ToProto(engine::FinishReason::kCancelled) == v1::FINISH_REASON_CANCELLED);
 }
 
 }  // namespace

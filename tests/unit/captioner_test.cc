@@ -54,7 +54,7 @@ TEST_CASE("captioner: streamed pieces add up to the final text") {
   REQUIRE(r.ok());
   REQUIRE(r->sequences.size() == 1);
   CHECK(streamed == r->sequences[0].text);
-  CHECK(r->sequences[0].finish_reason == "length");
+  CHECK(r->sequences[0].finish_reason == FinishReason::kLength);
   CHECK(r->sequences[0].token_ids.size() == 12);
 }
 
@@ -73,7 +73,7 @@ TEST_CASE("captioner: a stop string that spans tokens ends generation and is cut
   auto r = f.Run(o, "", [&](const std::string& piece) { streamed += piece; });
   REQUIRE(r.ok());
   const std::string& full = plain->sequences[0].text;
-  CHECK(r->sequences[0].finish_reason == "stop_string");
+  CHECK(r->sequences[0].finish_reason == FinishReason::kStopString);
   CHECK(r->sequences[0].text == full.substr(0, full.find(*stop)));
   CHECK(r->sequences[0].token_ids.size() <= 5);
   CHECK(streamed == r->sequences[0].text);
