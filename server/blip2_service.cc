@@ -355,6 +355,12 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* 
   info.set_dtype(cfg.dtype());
   info.set_device(cfg.device());
   info.set_kv_cache_blocks(stats.kv_blocks_total);
+  info.set_kv_cache_blocks_used(stats.kv_blocks_used);
+  info.set_kv_cache_blocks_cached(stats.kv_blocks_cached);
+  info.set_prefix_caching(cfg.kv_cache().prefix_caching());
+  info.set_prefix_cache_hits(stats.prefix_cache_hits);
+  info.set_prefix_cache_misses(stats.prefix_cache_misses);
+  info.set_prefix_cache_evictions(stats.prefix_cache_evictions);
   info.set_kv_block_size(static_cast<int32_t>(cfg.kv_cache().block_size()));
   v1::Limits* l = info.mutable_limits();
   const config::Limits& c = cfg.limits();

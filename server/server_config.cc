@@ -78,6 +78,7 @@ config::ServerConfig DefaultServerConfig() {
   c.mutable_kv_cache()->set_block_size(e.kv_block_size);
   c.mutable_kv_cache()->set_cache_mb(e.kv_cache_bytes >> 20);
   c.mutable_kv_cache()->set_blocks(0);
+  c.mutable_kv_cache()->set_prefix_caching(e.prefix_caching);
   c.set_image_cache_mb(e.image_cache_bytes >> 20);
   config::Limits* l = c.mutable_limits();
   l->set_max_message_bytes(32 << 20);
@@ -182,6 +183,7 @@ engine::EngineConfig ToEngineConfig(const config::ServerConfig& c) {
   e.kv_block_size = c.kv_cache().block_size();
   e.kv_blocks = c.kv_cache().blocks();
   e.kv_cache_bytes = c.kv_cache().cache_mb() << 20;
+  e.prefix_caching = c.kv_cache().prefix_caching();
   e.max_num_seqs = c.batching().max_num_seqs();
   e.max_batched_tokens = c.batching().max_batched_tokens();
   e.vision_max_batch = c.batching().vision_max_batch();

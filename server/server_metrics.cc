@@ -41,8 +41,17 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
                                           "Images through the vision stage (encoded or from cache).");
   ScalarFamily& preemptions = registry.Counter("blip2_preemptions_total",
                                                "Requests preempted to free KV blocks (recomputed later).");
+  ScalarFamily& kv_cached = registry.Gauge("blip2_kv_cache_blocks_cached",
+                                           "KV blocks kept for the prefix cache (held by no request).");
+  ScalarFamily& prefix = registry.Counter("blip2_prefix_cache_blocks_total",
+                                          "Prompt KV blocks at admission, by outcome (hit: reused; miss: computed).",
+                                          {"outcome"});
+  ScalarFamily& prefix_evictions = registry.Counter("blip2_prefix_cache_evictions_total",
+                                                    "Cached KV blocks given to new content.");
+  ScalarFamily& copies = registry.Counter("blip2_kv_block_copies_total",
+                                          "Copy-on-write copies of shared KV blocks (beams and samples diverging).");
   registry.OnCollect([=, &running, &waiting, &kv_used, &kv_total, &vision_batch, &hits, &misses, &cache_bytes,
-                      &registered, &tokens, &images, &preemptions] {
+                      &registered, &tokens, &images, &preemptions, &kv_cached, &prefix, &prefix_evictions, &copies] {
     const engine::EngineStats s = engine->Stats();
     running.Set({}, static_cast<double>(s.running));
     waiting.Set({}, static_cast<double>(s.waiting));
@@ -58,6 +67,11 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
     tokens.Set({}, static_cast<double>(s.generated_tokens));
     images.Set({}, static_cast<double>(s.images_encoded + s.image_cache_hits));
     preemptions.Set({}, static_cast<double>(s.preemptions));
+    kv_cached.Set({}, static_cast<double>(s.kv_blocks_cached));
+    prefix.Set({"hit"}, static_cast<double>(s.prefix_cache_hits));
+    prefix.Set({"miss"}, static_cast<double>(s.prefix_cache_misses));
+    prefix_evictions.Set({}, static_cast<double>(s.prefix_cache_evictions));
+    copies.Set({}, static_cast<double>(s.block_copies));
   });
 }
 

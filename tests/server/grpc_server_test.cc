@@ -463,6 +463,31 @@ TEST_CASE("GetModelInfo describes the model and the limits") {
   CHECK(info.text_encoder_layers() == 0);
 }
 
+TEST_CASE("GetModelInfo and the metrics report prefix-cache hits when one image gets the same question twice") {
+  TestServer server(TestConfig(FixturesDir() + "/blip2-tiny-opt"));
+  std::vector<std::vector<int64_t>> ids;
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext ctx;
+    v1::AnswerRequest answer;
+    answer.mutable_image()->set_data(ImageBytes("coffee.jpg"));
+    answer.set_question("what is in the cup on the table?");  // with the image rows, more than one block
+    v1::Completion out;
+    REQUIRE(server.stub().Answer(&ctx, answer, &out).ok());
+    ids.emplace_back(out.sequences(0).token_ids().begin(), out.sequences(0).token_ids().end());
+  }
+  CHECK(ids[0] == ids[1]);
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  REQUIRE(server.stub().GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+  CHECK(info.prefix_caching());
+  CHECK(info.prefix_cache_hits() > 0);
+  CHECK(info.prefix_cache_misses() > 0);
+  CHECK(info.kv_cache_blocks_used() == 0);
+  CHECK(info.kv_cache_blocks_cached() > 0);
+  CHECK(server.Metric("blip2_prefix_cache_blocks_total{outcome=\"hit\"}") == info.prefix_cache_hits());
+  CHECK(server.Metric("blip2_kv_cache_blocks_cached") == info.kv_cache_blocks_cached());
+}
+
 TEST_CASE("GetModelInfo describes a Flan-T5 model: its family, encoder and decoder depth, no position limit") {
   TestServer server(TestConfig(ModelDir("t5")));
   grpc::ClientContext ctx;
