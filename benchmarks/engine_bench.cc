@@ -5,6 +5,10 @@
 //  2. the scheduler's cost per step with 1,000 running sequences (no model);
 //  3. 1,000 requests over 10 distinct images against 1,000 distinct images
 //     (the image cache).
+// --compare-static: the same workload (N distinct images, exactly 32 new
+// tokens) through the engine at each --concurrency and as static batches of
+// that size straight through the image path and decoder; prints
+// "engine/static R" and where each engine step's time goes.
 // --load-only: a sustained-load sweep on a given or synthetic model; with
 // --soak N also N captions at 64 in flight, reporting host and device memory
 // every N/5 requests (no growth expected once caches are full).
@@ -19,13 +23,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 
+#include "benchmarks/static_batch.h"
 #include "benchmarks/synthetic_model.h"
 #include "common/cli_flags.h"
-#include "engine/captioner.h"
-#include "engine/engine.h"
-#include "engine/torch_util.h"
+#include "engine/generation/captioner.h"
+#include "engine/runtime/engine.h"
+#include "engine/model/torch_util.h"
 #include "scheduler/scheduler.h"
-#include "server/waiting_sink.h"
+#include "engine/runtime/waiting_sink.h"
 
 namespace blip2::bench {
 namespace {
@@ -40,9 +45,9 @@ engine::GenerationOverrides Tokens(int64_t n) {
 // Submits all requests at once and waits for all; returns seconds.
 double RunConcurrent(engine::Engine& engine, const std::vector<std::vector<float>>& images, int64_t new_tokens) {
   const auto start = Clock::now();
-  std::vector<std::shared_ptr<server::WaitingSink>> sinks;
+  std::vector<std::shared_ptr<engine::WaitingSink>> sinks;
   for (const auto& image : images) {
-    auto sink = std::make_shared<server::WaitingSink>();
+    auto sink = std::make_shared<engine::WaitingSink>();
     engine::EngineRequest r{image, "", Tokens(new_tokens), 0, std::nullopt};
     if (!engine.Submit(std::move(r), sink).ok()) std::abort();
     sinks.push_back(sink);
@@ -53,24 +58,94 @@ double RunConcurrent(engine::Engine& engine, const std::vector<std::vector<float
   return SecondsSince(start);
 }
 
+// Where an average engine step's time went between two snapshots (ms), and
+// the encoder batches the engine thread ran in that time (ms in all).
+nlohmann::json StepPhases(const engine::EngineStats& before, const engine::EngineStats& after) {
+  const double steps = std::max<int64_t>(1, after.steps - before.steps);
+  return {{"schedule", (after.step_schedule_ms - before.step_schedule_ms) / steps},
+          {"inputs", (after.step_inputs_ms - before.step_inputs_ms) / steps},
+          {"forward", (after.step_forward_ms - before.step_forward_ms) / steps},
+          {"sample", (after.step_sample_ms - before.step_sample_ms) / steps},
+          {"emit", (after.step_emit_ms - before.step_emit_ms) / steps},
+          {"vision_total", after.vision_ms - before.vision_ms},
+          {"admit_total", after.admit_ms - before.admit_ms},
+          {"idle_total", after.idle_ms - before.idle_ms}};
+}
+
+void PrintPhases(int window, const nlohmann::json& row) {
+  const nlohmann::json& p = row["step_phases_ms"];
+  std::printf("  %-8d step %.3f ms: schedule %.3f, inputs %.3f, forward %.3f, sample %.3f, emit %.3f; "
+              "in all: vision %.0f ms, admission %.0f ms, idle %.0f ms of %.0f ms\n",
+              window, row["ms_per_step"].get<double>(), p["schedule"].get<double>(), p["inputs"].get<double>(),
+              p["forward"].get<double>(), p["sample"].get<double>(), p["emit"].get<double>(),
+              p["vision_total"].get<double>(), p["admit_total"].get<double>(), p["idle_total"].get<double>(),
+              row["seconds"].get<double>() * 1e3);
+}
+
+nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t new_tokens, uint32_t seed_base = 900000);
+
+// --compare-static: engine against static batches, per concurrency.
+nlohmann::json CompareStatic(const std::string& model, const engine::EngineConfig& config, const std::string& levels,
+                             int64_t new_tokens) {
+  nlohmann::json rows = nlohmann::json::array();
+  auto engine = engine::Engine::Start({model}, config);
+  if (!engine.ok()) std::abort();
+  const auto shape = (*engine)->pixel_shape();
+  for (absl::string_view c : absl::StrSplit(levels, ',')) {
+    int window = 0;
+    if (!absl::SimpleAtoi(c, &window) || window <= 0) continue;
+    const int total = std::max(128, 4 * window);
+    std::printf("\nconcurrency %d, %d distinct images, %lld new tokens each; medians of 3 runs\n", window, total,
+                static_cast<long long>(new_tokens));
+    std::printf("%-10s %-10s %12s %12s %10s %10s %10s %10s\n", "requests", "concurrent", "captions/s", "tokens/s",
+                "TTFT p50", "TTFT p99", "ms/step", "KV peak");
+    // Three runs each, alternating, with images neither side has seen.
+    std::vector<nlohmann::json> runs;
+    std::vector<double> engine_rates, static_rates;
+    for (uint32_t run = 0; run < 3; ++run) {
+      runs.push_back(RunLoad(**engine, total, window, new_tokens, 1000000u * (run + 1)));
+      engine_rates.push_back(runs.back()["captions_per_s"].get<double>());
+      std::vector<std::vector<float>> images;
+      for (int i = 0; i < total; ++i) images.push_back(RandomImage(shape, 50000000u + 1000000u * run + 10000u * window + i));
+      static_rates.push_back(total / RunStaticBatches(model, images, window, new_tokens));
+    }
+    const double engine_rate = Median(engine_rates);
+    nlohmann::json row = runs[0];
+    for (const nlohmann::json& r : runs) {
+      if (r["captions_per_s"].get<double>() == engine_rate) row = r;
+    }
+    const double static_rate = Median(static_rates);
+    const double ratio = engine_rate / static_rate;
+    row["engine_captions_per_s_runs"] = engine_rates;
+    row["static_captions_per_s_runs"] = static_rates;
+    row["static_captions_per_s"] = static_rate;
+    row["engine_over_static"] = ratio;
+    PrintPhases(window, row);
+    std::printf("  static batches of %d: %.1f captions/s\n  engine/static R %.2f\n", window, static_rate, ratio);
+    std::fflush(stdout);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
 // Load mode: `total` caption requests (distinct images, new_tokens each) with at
 // most `window` in flight; captions/s, tokens/s, time to first token p50/p99,
 // ms per engine step and the most KV blocks in use.
-nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t new_tokens) {
+nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t new_tokens, uint32_t seed_base) {
   const auto shape = engine.pixel_shape();
   // Distinct images, never seen by this engine before (seeds differ per level,
   // or the image cache would answer later levels), made before the clock starts.
   std::vector<std::vector<float>> images;
-  for (int i = 0; i < total; ++i) images.push_back(RandomImage(shape, 900000 + 10000u * window + i));
+  for (int i = 0; i < total; ++i) images.push_back(RandomImage(shape, seed_base + 10000u * window + i));
   const engine::EngineStats before = engine.Stats();
-  std::vector<std::shared_ptr<server::WaitingSink>> sinks(total);
+  std::vector<std::shared_ptr<engine::WaitingSink>> sinks(total);
   std::vector<double> ttft;
   int64_t peak_blocks = 0;
   const auto start = Clock::now();
   int next = 0, done = 0;
   while (done < total) {
     while (next < total && next - done < window) {
-      sinks[next] = std::make_shared<server::WaitingSink>();
+      sinks[next] = std::make_shared<engine::WaitingSink>();
       engine::EngineRequest r{std::move(images[next]), "", Tokens(new_tokens), 0, std::nullopt};
       if (!engine.Submit(std::move(r), sinks[next]).ok()) std::abort();
       ++next;
@@ -96,7 +171,8 @@ nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t ne
                         {"engine_steps", steps},
                         {"ms_per_step", steps > 0 ? seconds * 1e3 / steps : 0.0},
                         {"kv_blocks_peak_sampled", peak_blocks},
-                        {"kv_blocks_total", after.kv_blocks_total}};
+                        {"kv_blocks_total", after.kv_blocks_total},
+                        {"step_phases_ms", StepPhases(before, after)}};
   std::printf("%-10d %-10d %12.1f %12.0f %10.1f %10.1f %10.2f %10lld\n", total, window,
               row["captions_per_s"].get<double>(), row["tokens_per_s"].get<double>(), row["ttft_p50_ms"].get<double>(),
               row["ttft_p99_ms"].get<double>(), row["ms_per_step"].get<double>(), static_cast<long long>(peak_blocks));
@@ -111,7 +187,7 @@ nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, i
                        int64_t new_tokens, int64_t block_size) {
   const auto shape = engine.pixel_shape();
   const at::Device device = engine::ParseDevice(device_name).value_or(at::Device(at::kCPU));
-  std::vector<std::shared_ptr<server::WaitingSink>> sinks(total);
+  std::vector<std::shared_ptr<engine::WaitingSink>> sinks(total);
   nlohmann::json rows = nlohmann::json::array();
   std::printf("\n%-10s %12s %16s %16s %16s %10s %14s\n", "requests", "host RSS MB", "device alloc MB",
               "device reserved", "device peak MB", "KV used", "image cache MB");
@@ -119,7 +195,7 @@ nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, i
   const auto start = Clock::now();
   while (done < total) {
     while (next < total && next - done < window) {
-      sinks[next] = std::make_shared<server::WaitingSink>();
+      sinks[next] = std::make_shared<engine::WaitingSink>();
       engine::EngineRequest r{RandomImage(shape, 5000000u + next), "", Tokens(new_tokens), 0, std::nullopt};
       if (!engine.Submit(std::move(r), sinks[next]).ok()) std::abort();
       ++next;
@@ -154,9 +230,21 @@ nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, i
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"out", "model", "device", "dtype", "requests", "concurrency", "new-tokens",
-                                        "kv-cache-mb", "soak", "image-cache-mb"},
-                                       {"load-only", "synthetic"});
+                                        "kv-cache-mb", "soak", "image-cache-mb", "vision-max-batch"},
+                                       {"load-only", "synthetic", "compare-static"});
   if (!flags.ok()) return 2;
+  if (flags->Has("compare-static")) {
+    engine::EngineConfig config;
+    config.max_num_seqs = 512;
+    config.vision_max_batch = flags->GetInt("vision-max-batch", 64).value_or(64);
+    const std::string model = flags->Get("model", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt");
+    nlohmann::json report = {{"benchmark", "engine_vs_static"}, {"model", model},
+                             {"torch_intra_op_threads", at::get_num_threads()}};
+    report["results"] = CompareStatic(model, config, flags->Get("concurrency", "1,32,256"),
+                                      flags->GetInt("new-tokens", 32).value_or(32));
+    SaveReport(report.dump(1), flags->Get("out", ""));
+    return 0;
+  }
   if (flags->Has("load-only")) {
     // GPU mode: a load sweep on a given or synthetic full-size model.
     engine::EngineConfig config;
@@ -176,9 +264,14 @@ int Main(int argc, char** argv) {
       }
       std::printf("%-10s %-10s %12s %12s %10s %10s %10s %10s\n", "requests", "concurrent", "captions/s", "tokens/s",
                   "TTFT p50", "TTFT p99", "ms/step", "KV peak");
+      std::vector<std::pair<int, nlohmann::json>> rows;
       for (absl::string_view c : absl::StrSplit(flags->Get("concurrency", "64,128,256"), ',')) {
         int window = 0;
-        if (absl::SimpleAtoi(c, &window) && window > 0) report["results"].push_back(RunLoad(**engine, total, window, new_tokens));
+        if (absl::SimpleAtoi(c, &window) && window > 0) rows.emplace_back(window, RunLoad(**engine, total, window, new_tokens));
+      }
+      for (const auto& [window, row] : rows) {
+        PrintPhases(window, row);
+        report["results"].push_back(row);
       }
       if (flags->Has("soak")) {
         const int soak = static_cast<int>(flags->GetInt("soak", 5000).value_or(5000));
@@ -238,7 +331,13 @@ int Main(int argc, char** argv) {
     sc.max_num_seqs = 1000;
     sc.max_batched_tokens = 1 << 20;
     scheduler::Scheduler s(sc);
-    for (int i = 0; i < 1000; ++i) s.Add({i, 40, 1 << 20, 0, std::nullopt});
+    for (int i = 0; i < 1000; ++i) {
+      scheduler::SequenceRequest r;
+      r.id = i;
+      r.prompt_tokens = 40;
+      r.max_new_tokens = 1 << 20;
+      s.Add(r);
+    }
     s.Update(s.Schedule(), {});  // all admitted
     const int steps = 200;
     const auto start = Clock::now();

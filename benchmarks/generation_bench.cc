@@ -23,8 +23,8 @@
 
 #include "benchmarks/synthetic_model.h"
 #include "common/cli_flags.h"
-#include "engine/blip2_model.h"
-#include "engine/generator.h"
+#include "engine/model/blip2_model.h"
+#include "engine/generation/generator.h"
 
 namespace blip2::bench {
 namespace {

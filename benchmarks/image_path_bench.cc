@@ -24,11 +24,11 @@
 #include "absl/strings/str_split.h"
 #include "benchmarks/synthetic_model.h"
 #include "common/cli_flags.h"
-#include "engine/image_encoder.h"
-#include "engine/image_preprocessor.h"
+#include "engine/model/image_encoder.h"
+#include "engine/model/image_preprocessor.h"
 #ifdef BLIP2_WITH_IMAGING
 #include "benchmarks/test_jpeg.h"
-#include "server/image_decoder.h"
+#include "server/imaging/image_decoder.h"
 #endif
 
 namespace blip2::bench {

@@ -11,8 +11,8 @@
 
 #include "benchmarks/synthetic_model.h"
 #include "common/cli_flags.h"
-#include "engine/engine.h"
-#include "engine/retrieval_sink.h"
+#include "engine/runtime/engine.h"
+#include "engine/runtime/retrieval_sink.h"
 
 namespace blip2::bench {
 namespace {

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 
 namespace blip2::bench {
 namespace {

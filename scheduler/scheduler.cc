@@ -130,6 +130,12 @@ bool Scheduler::MoreUrgent(RequestId a, RequestId b) const {
 }
 
 int64_t Scheduler::DecodeBlocksNeeded(const Request& r) const {
+  if (r.sequences.size() == 1) {  // the common case, without the bookkeeping of shared blocks
+    const Sequence& s = sequences_.at(r.sequences[0]);
+    const int64_t grow = BlocksFor(s.cached + 1, config_.block_size) - static_cast<int64_t>(s.blocks.size());
+    if (grow > 0) return grow;
+    return blocks_.ref_count(s.blocks[static_cast<size_t>(s.cached / config_.block_size)]) > 1 ? 1 : 0;
+  }
   int64_t need = 0;
   std::map<BlockId, int64_t> writers;  // shared block -> sequences of r writing into it
   for (SequenceId seq : r.sequences) {

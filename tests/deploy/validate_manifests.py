@@ -87,7 +87,7 @@ def check(docs, root):
     need(pdb["spec"]["selector"]["matchLabels"] == labels, "the PodDisruptionBudget selects the pods")
     (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
     need(hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"], "the autoscaler targets the Deployment")
-    with open(os.path.join(root, "server", "server_metrics.cc")) as f:
+    with open(os.path.join(root, "server", "grpc", "server_metrics.cc")) as f:
         exported = set(re.findall(r'Gauge\(\s*"([a-z0-9_]+)"', f.read()))
     for m in hpa["spec"]["metrics"]:
         name = m["pods"]["metric"]["name"]

@@ -20,8 +20,8 @@
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "engine/captioner.h"
-#include "engine/model_config.h"
+#include "engine/generation/captioner.h"
+#include "engine/model/model_config.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/image_files.h"

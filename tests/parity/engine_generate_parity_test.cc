@@ -4,11 +4,10 @@
 // priorities in a KV cache that holds only the largest of them, so sequences
 // are preempted and recomputed, beams fork and copy blocks, and prompts hit
 // the prefix cache. Data-driven over BLIP2_FIXTURES_DIR.
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 
-#include "engine/engine.h"
+#include "engine/runtime/engine.h"
+#include "engine/runtime/waiting_sink.h"
 #include "scheduler/block_allocator.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
@@ -18,36 +17,6 @@ namespace blip2::testing {
 namespace {
 
 using nlohmann::json;
-
-class Waiter : public engine::RequestSink {
- public:
-  void OnFinished(const engine::CaptionResult& result, const engine::Usage&) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    result_ = result;
-    done_ = true;
-    cv_.notify_all();
-  }
-  void OnError(const absl::Status& status) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    error_ = status;
-    done_ = true;
-    cv_.notify_all();
-  }
-  // The result, or the error's text.
-  std::optional<engine::CaptionResult> Wait(std::string* error) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
-    *error = error_.ToString();
-    return result_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::optional<engine::CaptionResult> result_;
-  absl::Status error_;
-};
 
 struct Run {
   std::string label;
@@ -82,10 +51,9 @@ std::vector<Run> Runs(const CaseFolder& folder, const std::vector<FixtureModel>&
   return runs;
 }
 
-void Check(const Run& run, const std::optional<engine::CaptionResult>& result, const std::string& error,
-           int64_t pad) {
-  INFO(run.label << " " << error);
-  REQUIRE(result.has_value());
+void Check(const Run& run, const absl::StatusOr<engine::CaptionResult>& result, int64_t pad) {
+  INFO(run.label << " " << result.status().ToString());
+  REQUIRE(result.ok());
   REQUIRE(result->sequences.size() == run.expected.size());
   for (size_t i = 0; i < run.expected.size(); ++i) {
     std::vector<int64_t> got = result->sequences[i].token_ids;
@@ -109,11 +77,9 @@ TEST_CASE("parity: every generate run through the engine, alone and all at once 
     auto alone = engine::Engine::Start({folder.dir}, alone_config);
     REQUIRE(alone.ok());
     for (const Run& run : runs) {
-      auto sink = std::make_shared<Waiter>();
+      auto sink = std::make_shared<engine::WaitingSink>();
       REQUIRE((*alone)->Submit(run.request, sink).ok());
-      std::string error;
-      const auto result = sink->Wait(&error);
-      Check(run, result, error, pad);
+      Check(run, sink->Wait(), pad);
     }
 
     engine::EngineConfig tight;
@@ -123,19 +89,17 @@ TEST_CASE("parity: every generate run through the engine, alone and all at once 
     for (const Run& run : runs) tight.kv_blocks = std::max(tight.kv_blocks, run.blocks);
     auto crowded = engine::Engine::Start({folder.dir}, tight);
     REQUIRE(crowded.ok());
-    std::vector<std::shared_ptr<Waiter>> sinks;
+    std::vector<std::shared_ptr<engine::WaitingSink>> sinks;
     for (size_t i = 0; i < runs.size(); ++i) {
       engine::EngineRequest request = runs[i].request;
       request.priority = static_cast<int>(i % 3);
-      sinks.push_back(std::make_shared<Waiter>());
+      sinks.push_back(std::make_shared<engine::WaitingSink>());
       const auto submitted = (*crowded)->Submit(std::move(request), sinks.back());
       INFO(runs[i].label << " " << submitted.status().ToString());
       REQUIRE(submitted.ok());
     }
     for (size_t i = 0; i < runs.size(); ++i) {
-      std::string error;
-      const auto result = sinks[i]->Wait(&error);
-      Check(runs[i], result, error, pad);
+      Check(runs[i], sinks[i]->Wait(), pad);
     }
     const engine::EngineStats stats = (*crowded)->Stats();
     std::printf("ENGINE PARITY %-22s %zu runs alone and at once in %lld blocks: %lld preemptions, %lld block copies, "

@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/generation_params.h"
-#include "engine/model_config.h"
-#include "engine/safetensors.h"
+#include "engine/generation/generation_params.h"
+#include "engine/model/model_config.h"
+#include "engine/model/safetensors.h"
 
 namespace blip2::testing {
 

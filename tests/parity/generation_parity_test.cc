@@ -9,9 +9,9 @@
 
 #include <filesystem>
 
-#include "engine/blip2_model.h"
-#include "engine/generator.h"
-#include "engine/logits_processors.h"
+#include "engine/model/blip2_model.h"
+#include "engine/generation/generator.h"
+#include "engine/generation/logits_processors.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"

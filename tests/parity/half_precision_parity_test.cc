@@ -27,8 +27,8 @@
 
 #include <cmath>
 
-#include "engine/blip2_model.h"
-#include "engine/generator.h"
+#include "engine/model/blip2_model.h"
+#include "engine/generation/generator.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/model_helpers.h"

@@ -1,8 +1,8 @@
 #include "tests/parity/image_files.h"
 
 #include "common/file_util.h"
-#include "engine/image_preprocessor.h"
-#include "server/image_decoder.h"
+#include "engine/model/image_preprocessor.h"
+#include "server/imaging/image_decoder.h"
 #include "tests/catch.h"
 
 namespace blip2::testing {

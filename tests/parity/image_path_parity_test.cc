@@ -11,7 +11,7 @@
 #include <map>
 
 #include "absl/strings/str_split.h"
-#include "engine/image_encoder.h"
+#include "engine/model/image_encoder.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"

@@ -6,7 +6,7 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/blip2_model.h"
+#include "engine/model/blip2_model.h"
 
 namespace blip2::testing {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/image_encoder.h"
+#include "engine/model/image_encoder.h"
 #include "tests/parity/fixture_set.h"
 
 namespace blip2::testing {

@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

@@ -11,9 +11,9 @@
 #include <cmath>
 
 #include "absl/strings/str_split.h"
-#include "engine/blip2_model.h"
-#include "engine/engine.h"
-#include "engine/retrieval_sink.h"
+#include "engine/model/blip2_model.h"
+#include "engine/runtime/engine.h"
+#include "engine/runtime/retrieval_sink.h"
 #include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"

@@ -6,10 +6,10 @@
 // generation_parity_test.cc, for OPT and T5 alike.
 #include <c10/core/InferenceMode.h>
 
-#include "engine/blip2_model.h"
-#include "engine/safetensors.h"
-#include "engine/t5_model.h"
-#include "engine/torch_util.h"
+#include "engine/model/blip2_model.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/t5_model.h"
+#include "engine/model/torch_util.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 #include "tests/parity/parity_checks.h"

@@ -7,7 +7,7 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/image_encoder.h"
+#include "engine/model/image_encoder.h"
 #include "tests/catch.h"
 #include "tests/parity/fixture_set.h"
 

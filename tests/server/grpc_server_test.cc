@@ -3,7 +3,7 @@
 #include <cstring>
 #include <thread>
 
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/catch.h"
 #include "tests/server/server_fixture.h"

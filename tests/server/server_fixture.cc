@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 #include "tests/test_support.h"
 
 namespace blip2::testing {

@@ -9,8 +9,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "blip2.grpc.pb.h"
-#include "server/grpc_server.h"
-#include "server/server_config.h"
+#include "server/grpc/grpc_server.h"
+#include "server/grpc/server_config.h"
 
 namespace blip2::testing {
 

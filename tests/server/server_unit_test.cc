@@ -1,8 +1,8 @@
 // The server's pieces without a model: configuration, metrics exposition,
 // API conversions.
-#include "server/api_convert.h"
-#include "server/metrics.h"
-#include "server/server_config.h"
+#include "server/grpc/api_convert.h"
+#include "server/grpc/metrics.h"
+#include "server/grpc/server_config.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/captioner.h"
-#include "engine/safetensors.h"
+#include "engine/generation/captioner.h"
+#include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

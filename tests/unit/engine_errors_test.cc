@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/image_encoder.h"
-#include "engine/safetensors.h"
+#include "engine/model/image_encoder.h"
+#include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

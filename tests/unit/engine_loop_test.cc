@@ -12,9 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/captioner.h"
-#include "engine/engine.h"
-#include "engine/safetensors.h"
+#include "engine/generation/captioner.h"
+#include "engine/runtime/engine.h"
+#include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

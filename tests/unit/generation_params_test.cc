@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/generation_params.h"
+#include "engine/generation/generation_params.h"
 #include "tests/catch.h"
 
 namespace blip2::engine {

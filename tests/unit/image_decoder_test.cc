@@ -1,6 +1,6 @@
 // Image bytes -> RGB: every format we accept, PIL's colour rules, and each kind
 // of bad input refused with a message naming the problem.
-#include "server/image_decoder.h"
+#include "server/imaging/image_decoder.h"
 
 #include <zlib.h>
 
@@ -8,7 +8,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <random>
 
-#include "server/image_header.h"
+#include "server/imaging/image_header.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

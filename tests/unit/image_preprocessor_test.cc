@@ -1,6 +1,6 @@
 // The resize and normalisation arithmetic on synthetic images (the fixtures'
 // bit-exactness is checked by the parity tests).
-#include "engine/image_preprocessor.h"
+#include "engine/model/image_preprocessor.h"
 
 #include <random>
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/logits_processors.h"
+#include "engine/generation/logits_processors.h"
 #include "tests/catch.h"
 
 namespace blip2::engine {

@@ -1,6 +1,6 @@
 // Config parsing: the fixtures' files, transformers' defaults, and bad fields
 // named by their path.
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 
 #include "tests/catch.h"
 #include "tests/test_support.h"

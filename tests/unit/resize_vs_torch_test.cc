@@ -6,7 +6,7 @@
 
 #include <random>
 
-#include "engine/image_preprocessor.h"
+#include "engine/model/image_preprocessor.h"
 #include "tests/catch.h"
 
 namespace blip2::engine {

@@ -4,9 +4,9 @@
 // problem. (Numbers against transformers: retrieval_parity_tests.)
 #include <cstring>
 
-#include "engine/engine.h"
-#include "engine/retrieval_sink.h"
-#include "engine/safetensors.h"
+#include "engine/runtime/engine.h"
+#include "engine/runtime/retrieval_sink.h"
+#include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 

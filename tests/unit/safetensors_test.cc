@@ -1,6 +1,6 @@
 // The checkpoint reader: valid files, shards, and every malformed header the
 // issue names, each refused with a message naming the file and the problem.
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 #include <cstring>
 

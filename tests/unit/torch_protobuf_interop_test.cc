@@ -3,7 +3,7 @@
 // protobuf headers and the engine's torch-free header only.
 #include <cmath>
 
-#include "engine/image_encoder.h"
+#include "engine/model/image_encoder.h"
 #include "engine/tokenizer/unigram_tokenizer.h"
 #include "server_config.pb.h"
 #include "tests/catch.h"

@@ -1,0 +1,86 @@
+#include "server/grpc/service_core.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace blip2::server {
+
+CallRecord::CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc)
+    : core_(core), ctx_(ctx), rpc_(rpc), start_(Clock::now()) {
+  // A caller's own id (up to 128 characters) ties our logs to theirs.
+  auto given = ctx->client_metadata().find("x-request-id");
+  if (given != ctx->client_metadata().end() && !given->second.empty() && given->second.size() <= 128) {
+    id_.assign(given->second.data(), given->second.size());
+  } else {
+    id_ = absl::StrCat("r", core->next_request.fetch_add(1));
+  }
+  ctx->AddInitialMetadata("x-request-id", id_);
+}
+
+CallRecord::~CallRecord() {
+  if (admitted_) core_->metrics->calls_in_flight.Set({}, static_cast<double>(--core_->in_flight));
+}
+
+absl::Status CallRecord::Admit(bool model_call) {
+  if (core_->draining.load()) return absl::UnavailableError("the server is shutting down; retry on another replica");
+  if (!model_call) return absl::OkStatus();
+  const config::Limits& limits = core_->cfg.limits();
+  if (core_->queued.load() >= limits.max_queued_requests()) {
+    return absl::ResourceExhaustedError(absl::StrCat("too many queued requests (max_queued_requests ",
+                                                     limits.max_queued_requests(), "); retry later"));
+  }
+  const int64_t now = ++core_->in_flight;
+  admitted_ = true;
+  core_->metrics->calls_in_flight.Set({}, static_cast<double>(now));
+  if (now > limits.max_concurrent_streams()) {
+    return absl::ResourceExhaustedError(absl::StrCat("too many concurrent calls (max_concurrent_streams ",
+                                                     limits.max_concurrent_streams(), "); retry later"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CallRecord::CheckSize(const google::protobuf::Message& request) const {
+  const size_t bytes = request.ByteSizeLong();
+  const int64_t limit = core_->cfg.limits().max_message_bytes();
+  if (static_cast<int64_t>(bytes) > limit) {
+    return absl::InvalidArgumentError(absl::StrCat("request is ", bytes, " bytes; the limit is ", limit,
+                                                   " (max_message_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+void CallRecord::Finished(const grpc::Status& status, int64_t generated_tokens) {
+  if (finished_) return;
+  finished_ = true;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  // absl and gRPC share the canonical codes and their names.
+  const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+  core_->metrics->requests.Add({rpc_, code});
+  core_->metrics->request_duration.Observe({rpc_}, seconds);
+  // The access log: one line per call.
+  spdlog::info("[{}] {} {} {:.1f} ms tokens={} peer={}{}{}", id_, rpc_, code, seconds * 1000, generated_tokens,
+               ctx_->peer(), status.ok() ? "" : " error=", status.error_message());
+}
+
+grpc::Status CallRecord::ClientGone() const {
+  // The client's own deadline timer usually fires first: its cancellation
+  // reaches us before our copy of the deadline (counted from when we read the
+  // headers, so later by our queueing delay) has passed. A cancellation that
+  // close to the deadline is the deadline's doing.
+  constexpr auto kDeadlineSlack = std::chrono::seconds(1);
+  if (const auto d = deadline(); d && Clock::now() + kDeadlineSlack >= *d) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed");
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+}
+
+std::optional<Clock::time_point> CallRecord::deadline() const {
+  const auto d = ctx_->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  const auto left = d - std::chrono::system_clock::now();
+  if (left > std::chrono::hours(24 * 365)) return std::nullopt;  // effectively none
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+}
+
+}  // namespace blip2::server

@@ -1,0 +1,73 @@
+// State every call of the blip2.v1 service shares, and the per-call record
+// that admits a call, names it (request id) and writes its access-log line.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "common/thread_pool.h"
+#include "engine/runtime/engine.h"
+#include "server/grpc/server_metrics.h"
+#include "server_config.pb.h"
+
+namespace blip2::server {
+
+using Clock = std::chrono::steady_clock;
+
+struct ServiceCore {
+  ServiceCore(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
+              ServerMetrics* metrics)
+      : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
+
+  engine::Engine* engine;     // model_dir's: generation, RegisterImage
+  engine::Engine* retrieval;  // the engine serving Match and Embed (model_dir's or retrieval_model_dir's), or null
+  const config::ServerConfig cfg;
+  ServerMetrics* metrics;
+  common::ThreadPool pool;    // image decoding and preprocessing, off the gRPC threads
+  common::ThreadPool writer;  // starts stream writes, off the engine thread
+  std::atomic<bool> draining{false};
+  std::atomic<int64_t> in_flight{0};  // admitted model calls
+  std::atomic<int64_t> queued{0};     // engine requests admitted, no token yet
+  std::atomic<int64_t> next_request{1};
+};
+
+// One gRPC call: its id, admission and access log. Not thread-safe; each
+// reactor owns one and uses it from its own reactions.
+class CallRecord {
+ public:
+  CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc);
+  ~CallRecord();  // releases the admission
+
+  // UNAVAILABLE while draining; for model calls (`model_call`) also
+  // RESOURCE_EXHAUSTED at max_concurrent_streams or max_queued_requests.
+  absl::Status Admit(bool model_call);
+  // INVALID_ARGUMENT when the request is larger than max_message_bytes.
+  absl::Status CheckSize(const google::protobuf::Message& request) const;
+  // Once, with the status the call ends with: metrics and the access-log line.
+  void Finished(const grpc::Status& status, int64_t generated_tokens = 0);
+  // The status to end with after the client went away: DEADLINE_EXCEEDED
+  // when its deadline has passed or is less than a second away (the client's
+  // timer fires before ours), else CANCELLED.
+  grpc::Status ClientGone() const;
+
+  const std::string& id() const { return id_; }
+  const char* rpc() const { return rpc_; }
+  Clock::time_point start() const { return start_; }
+  std::optional<Clock::time_point> deadline() const;
+
+ private:
+  ServiceCore* core_;
+  grpc::CallbackServerContext* ctx_;
+  const char* rpc_;
+  std::string id_;
+  Clock::time_point start_;
+  bool admitted_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace blip2::server
