@@ -16,7 +16,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -83,6 +86,88 @@ void PrintPhases(int window, const nlohmann::json& row) {
 }
 
 nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t new_tokens, uint32_t seed_base = 900000);
+
+// Times every token of one request as the engine hands it over (OnToken).
+class TokenClock : public engine::WaitingSink {
+ public:
+  void OnToken(int64_t) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    times_.push_back(Clock::now());
+  }
+  // Longest and mean gap between consecutive tokens, ms.
+  std::pair<double, double> Gaps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    double longest = 0, sum = 0;
+    for (size_t i = 1; i < times_.size(); ++i) {
+      const double gap = std::chrono::duration<double, std::milli>(times_[i] - times_[i - 1]).count();
+      longest = std::max(longest, gap);
+      sum += gap;
+    }
+    return {longest, times_.size() > 1 ? sum / static_cast<double>(times_.size() - 1) : 0.0};
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Clock::time_point> times_;
+};
+
+// --beam-stall: in the engine itself (no gRPC, no other process), a greedy
+// request's longest and mean gap between tokens alone and while two clients
+// run 8-beam searches back to back beside it (each client on its own image,
+// so after its first search no image is encoded: what is measured is the
+// searches, not the vision encoder).
+nlohmann::json BeamStall(engine::Engine& engine, int rounds, int64_t tokens) {
+  const auto shape = engine.pixel_shape();
+  auto greedy = [&](uint32_t seed) {
+    auto sink = std::make_shared<TokenClock>();
+    engine::EngineRequest r{RandomImage(shape, seed), "", Tokens(tokens), 0, std::nullopt};
+    if (!engine.Submit(std::move(r), sink).ok() || !sink->Wait().ok()) std::abort();
+    return sink->Gaps();
+  };
+  nlohmann::json rows = nlohmann::json::array();
+  std::vector<double> alone, beside;
+  for (int round = 0; round < rounds; ++round) {
+    const auto a = greedy(300000 + round);
+    std::atomic<bool> done{false};
+    std::atomic<int> searches{0};
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 2; ++c) {
+      clients.emplace_back([&, c] {
+        for (uint32_t n = 0; !done; ++n) {
+          engine::GenerationOverrides o = Tokens(tokens);
+          o.num_beams = 8;
+          o.early_stopping = engine::EarlyStopping::kNever;
+          auto sink = std::make_shared<engine::WaitingSink>();
+          // Each client's own image, encoded once: the searches' cost, not the encoder's.
+          engine::EngineRequest r{RandomImage(shape, 400000 + 100000 * c), "", o, 0, std::nullopt};
+          if (!engine.Submit(std::move(r), sink).ok() || !sink->Wait().ok()) std::abort();
+          ++searches;
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const engine::EngineStats before = engine.Stats();
+    const auto b = greedy(500000 + round);
+    const engine::EngineStats after = engine.Stats();
+    const nlohmann::json phases = StepPhases(before, after);
+    done = true;
+    for (auto& t : clients) t.join();
+    alone.push_back(a.first);
+    beside.push_back(b.first);
+    rows.push_back({{"alone_longest_ms", a.first}, {"alone_mean_ms", a.second}, {"beside_longest_ms", b.first},
+                    {"beside_mean_ms", b.second}, {"searches", searches.load()}, {"beside_step_phases_ms", phases}});
+    std::printf("round %d: longest gap alone %.2f ms (mean %.2f), beside two 8-beam searches %.2f ms (mean %.2f; "
+                "%d searches; step beside: schedule %.3f, inputs %.3f, forward %.3f, sample %.3f, emit %.3f ms)\n",
+                round + 1, a.first, a.second, b.first, b.second, searches.load(), phases["schedule"].get<double>(),
+                phases["inputs"].get<double>(), phases["forward"].get<double>(), phases["sample"].get<double>(),
+                phases["emit"].get<double>());
+  }
+  const double ratio = Median(beside) / Median(alone);
+  std::printf("engine: longest inter-token gap (median of %d) alone %.2f ms, beside %.2f ms: %.2fx\n", rounds,
+              Median(alone), Median(beside), ratio);
+  return {{"rounds", rows}, {"alone_median_longest_ms", Median(alone)}, {"beside_median_longest_ms", Median(beside)},
+          {"beside_over_alone", ratio}};
+}
 
 // --compare-static: engine against static batches, per concurrency.
 nlohmann::json CompareStatic(const std::string& model, const engine::EngineConfig& config, const std::string& levels,
@@ -230,9 +315,23 @@ nlohmann::json RunSoak(engine::Engine& engine, const std::string& device_name, i
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"out", "model", "device", "dtype", "requests", "concurrency", "new-tokens",
-                                        "kv-cache-mb", "soak", "image-cache-mb", "vision-max-batch"},
-                                       {"load-only", "synthetic", "compare-static"});
+                                        "kv-cache-mb", "soak", "image-cache-mb", "vision-max-batch", "rounds",
+                                        "intra-op-threads"},
+                                       {"load-only", "synthetic", "compare-static", "beam-stall"});
   if (!flags.ok()) return 2;
+  if (flags->Has("beam-stall")) {
+    engine::EngineConfig config;
+    config.intra_op_threads = flags->GetInt("intra-op-threads", 0).value_or(0);
+    const std::string model = flags->Get("model", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt");
+    auto engine = engine::Engine::Start({model}, config);
+    if (!engine.ok()) return 1;
+    nlohmann::json report = {{"benchmark", "engine_beam_stall"}, {"model", model},
+                             {"torch_intra_op_threads", at::get_num_threads()}};
+    report["results"] = BeamStall(**engine, static_cast<int>(flags->GetInt("rounds", 7).value_or(7)),
+                                  flags->GetInt("new-tokens", 100).value_or(100));
+    SaveReport(report.dump(1), flags->Get("out", ""));
+    return 0;
+  }
   if (flags->Has("compare-static")) {
     engine::EngineConfig config;
     config.max_num_seqs = 512;

@@ -123,10 +123,16 @@ void Scheduler::Preempt(RequestId id, SchedulerOutput* out) {
   out->preempted.push_back(id);
 }
 
-bool Scheduler::MoreUrgent(RequestId a, RequestId b) const {
-  const Request& x = requests_.at(a);
-  const Request& y = requests_.at(b);
-  return std::make_pair(x.request.priority, x.arrival) < std::make_pair(y.request.priority, y.arrival);
+void Scheduler::SortByUrgency(std::vector<RequestId>* ids) const {
+  // Keys looked up once, not at every comparison.
+  std::vector<std::pair<std::pair<int, int64_t>, RequestId>> keyed;
+  keyed.reserve(ids->size());
+  for (RequestId id : *ids) {
+    const Request& r = requests_.at(id);
+    keyed.push_back({{r.request.priority, r.arrival}, id});
+  }
+  std::sort(keyed.begin(), keyed.end());
+  for (size_t i = 0; i < keyed.size(); ++i) (*ids)[i] = keyed[i].second;
 }
 
 int64_t Scheduler::DecodeBlocksNeeded(const Request& r) const {
@@ -257,7 +263,7 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
   // the current one is more urgent, so a victim is never already in the step
   // (S1, S2); at worst the asking request preempts itself.
   std::vector<RequestId> order = running_;
-  std::sort(order.begin(), order.end(), [&](RequestId a, RequestId b) { return MoreUrgent(a, b); });
+  SortByUrgency(&order);
   std::set<RequestId> preempted_now;
   size_t end = order.size();  // order[i, end): running and not yet in the step
   for (size_t i = 0; i < end; ++i) {
@@ -284,7 +290,9 @@ SchedulerOutput Scheduler::Schedule(Clock::time_point now) {
   // Admit waiting requests while their whole (re)computation fits. The
   // watermark keeps blocks for the decodes of running requests; with none
   // running it would only stop a request that needs the whole cache forever.
-  std::sort(waiting_.begin(), waiting_.end(), [&](RequestId a, RequestId b) { return MoreUrgent(a, b); });
+  std::vector<RequestId> waiting(waiting_.begin(), waiting_.end());
+  SortByUrgency(&waiting);
+  waiting_.assign(waiting.begin(), waiting.end());
   while (!waiting_.empty()) {
     const RequestId id = waiting_.front();
     if (preempted_now.count(id) > 0) break;  // not in the step that preempted it

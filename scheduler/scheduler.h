@@ -224,7 +224,7 @@ class Scheduler {
   void Publish(const ScheduledSequence& step, const Sequence& s);
   // Priority first (lower value), then arrival (earlier): the order of
   // decodes, of admission, and (reversed) of preemption.
-  bool MoreUrgent(RequestId a, RequestId b) const;
+  void SortByUrgency(std::vector<RequestId>* ids) const;
 
   SchedulerConfig config_;
   BlockAllocator blocks_;

@@ -8,7 +8,7 @@ bool NeedsProcessing(const RowContext& row) {
          row.generated < p.min_new_tokens;
 }
 
-std::vector<int64_t> SampleTokens(const at::Tensor& logits, const std::vector<SampleRow>& rows) {
+std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows) {
   if (rows.empty()) return {};
   bool identity = static_cast<int64_t>(rows.size()) == logits.size(0);
   bool process = false;
@@ -24,10 +24,10 @@ std::vector<int64_t> SampleTokens(const at::Tensor& logits, const std::vector<Sa
     process = process || NeedsProcessing(rows[r].context);
     if (rows[r].context.params->do_sample) sampled.push_back(static_cast<int64_t>(r));
   }
-  at::Tensor scores = logits;
-  if (!identity || process) {  // a copy the processors may change
-    scores = identity ? logits.clone() : logits.index_select(0, at::tensor(index, at::kLong).to(logits.device()));
-  }
+  // Rows in place when each is its own; else (forks reading one row) a copy
+  // with one row per sampled sequence.
+  at::Tensor scores =
+      identity ? logits : logits.index_select(0, at::tensor(index, at::kLong).to(logits.device()));
   if (process) ProcessRows(scores, contexts, /*min_tokens_to_keep=*/1);
   const at::Tensor argmax = scores.argmax(-1).to(at::kCPU).contiguous();
   const int64_t* best = argmax.data_ptr<int64_t>();

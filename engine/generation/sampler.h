@@ -21,9 +21,10 @@ struct SampleRow {
   at::Generator* rng = nullptr;  // when context.params->do_sample
 };
 
-// `logits`: [N, V] float32 (not modified). Returns one id per row, on the host,
-// in `rows` order; draws happen in that order.
-std::vector<int64_t> SampleTokens(const at::Tensor& logits, const std::vector<SampleRow>& rows);
+// `logits`: [N, V] float32; the processors may change it in place (the caller
+// is done with it). Returns one id per row, on the host, in `rows` order;
+// draws happen in that order.
+std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows);
 
 // Whether a row needs more than an argmax (processors or a draw).
 bool NeedsProcessing(const RowContext& row);

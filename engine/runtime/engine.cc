@@ -81,7 +81,7 @@ struct Engine::Impl {
   std::map<int64_t, std::unique_ptr<Request>> active;
   std::deque<int64_t> retrieval_queue;  // image ready (or none needed), to run in the next text batch
   std::unique_ptr<scheduler::Scheduler> sched;
-  std::optional<ModelRunner> runner;
+  std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<ImageCache> images;
   std::unique_ptr<VisionBatcher> vision;
   std::set<uint64_t> registration_pins;  // keys holding one registration pin
@@ -189,7 +189,8 @@ absl::Status Engine::Impl::AllocateKvCache() {
     kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
                                      : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
     if (kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
-    runner.emplace(decoder, decoder.MakeCache(kv_blocks, config.kv_block_size));
+    runner = std::make_unique<PagedModelRunner>(decoder, decoder.MakeCache(kv_blocks, config.kv_block_size));
+    if (config.wrap_runner) runner = config.wrap_runner(std::move(runner));
   } catch (const std::exception& e) {
     return StatusFromException(e, "allocating the KV cache");
   }
@@ -626,7 +627,7 @@ void Engine::Impl::RunStep() {
   }
   size_t owner = 0;  // index into `requests` of the sequence being built
   const std::vector<DecoderInput> inputs =
-      ModelRunner::BuildInputs(out, [&](const scheduler::ScheduledSequence& s) {
+      BuildInputs(out, [&](const scheduler::ScheduledSequence& s) {
         while (requests[owner]->id != s.request) ++owner;
         const GenerationTask& task = *requests[owner]->task;
         return SequenceSource{&task.first_step(), &task.Generated(s.id), image_token};

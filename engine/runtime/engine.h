@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <map>
 #include <optional>
@@ -28,6 +29,8 @@
 #include "engine/runtime/retrieval.h"
 
 namespace blip2::engine {
+
+class ModelRunner;  // engine/runtime/model_runner.h (internal)
 
 struct EngineConfig {
   // KV cache.
@@ -56,6 +59,9 @@ struct EngineConfig {
   int64_t max_texts = 256;       // texts in one request
   int64_t max_text_tokens = 0;   // [CLS] + pieces + [SEP], longer texts are cut; 0: the Q-Former's positions
   GenerationLimits limits;
+  // Tests only: wraps or replaces the model runner (one decoder step per
+  // scheduler step), to run the loop with a fake model or inject faults.
+  std::function<std::unique_ptr<ModelRunner>(std::unique_ptr<ModelRunner> real)> wrap_runner;
 };
 
 struct EngineRequest {

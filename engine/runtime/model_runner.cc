@@ -4,7 +4,7 @@
 
 namespace blip2::engine {
 
-std::vector<DecoderInput> ModelRunner::BuildInputs(
+std::vector<DecoderInput> BuildInputs(
     const scheduler::SchedulerOutput& out,
     const std::function<SequenceSource(const scheduler::ScheduledSequence&)>& source) {
   std::vector<DecoderInput> inputs;
@@ -41,7 +41,7 @@ std::vector<DecoderInput> ModelRunner::BuildInputs(
   return inputs;
 }
 
-at::Tensor ModelRunner::Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs) {
+at::Tensor PagedModelRunner::Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs) {
   if (!out.block_copies.empty()) {
     BlockTable from, to;
     for (const auto& [src, dst] : out.block_copies) {

@@ -24,18 +24,24 @@ struct SequenceSource {
   int64_t image_token = -1;                      // OPT's <image> id (its rows take the image embeddings)
 };
 
+// The decoder inputs of `out`, in out.sequences order.
+std::vector<DecoderInput> BuildInputs(const scheduler::SchedulerOutput& out,
+                                      const std::function<SequenceSource(const scheduler::ScheduledSequence&)>& source);
+
 class ModelRunner {
  public:
-  ModelRunner(const TextDecoder& decoder, KvCache cache) : decoder_(decoder), cache_(std::move(cache)) {}
-
-  // The decoder inputs of `out`, in out.sequences order.
-  static std::vector<DecoderInput> BuildInputs(const scheduler::SchedulerOutput& out,
-                                               const std::function<SequenceSource(const scheduler::ScheduledSequence&)>& source);
+  virtual ~ModelRunner() = default;
   // Copies out.block_copies, then one decoder step over `inputs`: logits
   // [inputs.size(), V], one row per sequence. Call under c10::InferenceMode.
-  at::Tensor Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs);
+  // May throw (a failed step fails the requests in it).
+  virtual at::Tensor Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs) = 0;
+};
 
-  KvCache& cache() { return cache_; }
+// The runner of a real decoder over its paged KV cache.
+class PagedModelRunner : public ModelRunner {
+ public:
+  PagedModelRunner(const TextDecoder& decoder, KvCache cache) : decoder_(decoder), cache_(std::move(cache)) {}
+  at::Tensor Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs) override;
 
  private:
   const TextDecoder& decoder_;
