@@ -1,10 +1,14 @@
-// The engine loop with its model runner replaced (EngineConfig::wrap_runner):
-// a fake decoder whose greedy ids are known in closed form drives hundreds of
-// mixed requests through a tiny KV cache, and a runner that fails one step
-// shows a failed step ends only its own requests.
+// The engine loop with its model runner replaced or wrapped
+// (EngineConfig::wrap_runner): a fake decoder whose greedy ids are known in
+// closed form drives hundreds of mixed requests through a tiny KV cache; a
+// runner that fails one step shows a failed step ends only its own requests;
+// a runner that holds at a chosen step lines a greedy request up beside a
+// beam search at a known point, so the test needs no timing.
 #include <ATen/ATen.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <stdexcept>
 
@@ -174,6 +178,108 @@ TEST_CASE("engine: a model step that throws fails exactly the requests in that s
   const EngineStats stats = (*engine)->Stats();
   CHECK(stats.failed == failed);
   CHECK(stats.kv_blocks_used == 0);
+}
+
+// Delegates to the real runner; after `hold_after` steps it waits until
+// Release(), so a test can line requests up at a known step.
+class GateRunner : public ModelRunner {
+ public:
+  GateRunner(std::unique_ptr<ModelRunner> real, int hold_after) : real_(std::move(real)), hold_after_(hold_after) {}
+  at::Tensor Run(const scheduler::SchedulerOutput& out, const std::vector<DecoderInput>& inputs) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (++steps_ > hold_after_) {
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+    }
+    lock.unlock();
+    return real_->Run(out, inputs);
+  }
+  void WaitUntilHeld() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return held_; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::unique_ptr<ModelRunner> real_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int steps_ = 0;
+  int hold_after_;
+  bool held_ = false, released_ = false;
+};
+
+// Collects streamed tokens and text of a request besides waiting for it.
+class Watcher : public WaitingSink {
+ public:
+  void OnToken(int64_t) override { ++tokens; }
+  void OnText(const std::string&) override { ++texts; }
+  std::atomic<int> tokens{0}, texts{0};
+};
+
+// Beam search runs as scheduler sequences beside everything else: a greedy
+// request that joins a long 8-beam search two steps in finishes while the
+// search still runs (it needs 60 steps); the search streams nothing early, and
+// a cancel ends it within a step with every KV block back.
+TEST_CASE("engine: a beam search stalls no one, streams nothing early, and can be cancelled mid-way") {
+  for (const std::string& model : {Model(), testing::FixturesDir() + "/blip2-tiny-flan-t5"}) {
+    INFO(model);
+    EngineConfig config;
+    config.vision_max_queue_delay = std::chrono::microseconds(0);
+    GateRunner* gate = nullptr;
+    config.wrap_runner = [&](std::unique_ptr<ModelRunner> real) {
+      auto runner = std::make_unique<GateRunner>(std::move(real), 2);
+      gate = runner.get();
+      return std::unique_ptr<ModelRunner>(std::move(runner));
+    };
+    auto engine = Engine::Start({model}, config);
+    REQUIRE(engine.ok());
+    auto beams = std::make_shared<Watcher>();
+    EngineRequest search{Pixels("chelsea"), "", {}, 0, std::nullopt};
+    search.overrides.num_beams = 8;
+    search.overrides.max_new_tokens = 60;
+    search.overrides.min_new_tokens = 60;
+    search.overrides.early_stopping = EarlyStopping::kNever;
+    auto id = (*engine)->Submit(search, beams);
+    REQUIRE(id.ok());
+    gate->WaitUntilHeld();  // the search has had two steps
+    auto greedy = std::make_shared<Watcher>();
+    EngineRequest quick{Pixels("coffee"), "", {}, 0, std::nullopt};
+    quick.overrides.max_new_tokens = 4;
+    REQUIRE((*engine)->Submit(quick, greedy).ok());
+    gate->Release();
+    const auto quick_result = greedy->Wait();
+    REQUIRE(quick_result.ok());
+    CHECK(greedy->tokens > 0);  // a single sequence streams
+    CHECK((*engine)->Stats().running == 1);  // the search, still searching
+    CHECK(beams->tokens == 0);
+    CHECK(beams->texts == 0);
+    CHECK((*engine)->Stats().kv_blocks_used > 0);
+    (*engine)->Cancel(*id);
+    const auto cancelled = beams->Wait();
+    REQUIRE(cancelled.ok());
+    REQUIRE(!cancelled->sequences.empty());
+    for (const GeneratedSequence& seq : cancelled->sequences) {
+      CHECK(seq.finish_reason == FinishReason::kCancelled);
+      CHECK(seq.token_ids.size() < 60);
+    }
+    const EngineStats stats = (*engine)->Stats();
+    CHECK(stats.kv_blocks_used == 0);
+    CHECK(stats.running == 0);
+    CHECK(stats.block_copies > 0);  // the beams diverged inside shared blocks
+
+    // A deadline ends a search the same way, with DEADLINE_EXCEEDED.
+    auto late = std::make_shared<WaitingSink>();
+    search.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+    REQUIRE((*engine)->Submit(search, late).ok());
+    CHECK(late->Wait().status().code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK((*engine)->Stats().kv_blocks_used == 0);
+  }
 }
 
 }  // namespace

@@ -279,58 +279,6 @@ TEST_CASE("engine: a registered image is encoded once, pinned until released, th
   CHECK(again->result().has_value());
 }
 
-// Beam search runs as scheduler sequences beside everything else: a greedy
-// request submitted after a long 8-beam search finishes while the search is
-// still running; the search streams nothing early, and a cancel ends it within
-// a step with every KV block back.
-TEST_CASE("engine: a beam search stalls no one, streams nothing early, and can be cancelled mid-way") {
-  for (const std::string& model : {Model(), T5Model()}) {
-    INFO(model);
-    auto engine = Engine::Start({model});
-    REQUIRE(engine.ok());
-    auto beams = std::make_shared<Collector>();
-    EngineRequest search{Pixels("chelsea"), "", {}, 0, std::nullopt};
-    search.overrides.num_beams = 8;
-    search.overrides.max_new_tokens = 60;
-    search.overrides.min_new_tokens = 60;
-    search.overrides.early_stopping = EarlyStopping::kNever;
-    auto id = (*engine)->Submit(search, beams);
-    REQUIRE(id.ok());
-    auto greedy = std::make_shared<Collector>();
-    EngineRequest quick{Pixels("coffee"), "", {}, 0, std::nullopt};
-    quick.overrides.max_new_tokens = 4;
-    REQUIRE((*engine)->Submit(quick, greedy).ok());
-    greedy->Wait();
-    CHECK(greedy->result().has_value());
-    CHECK(beams->terminal() == 0);  // still searching
-    CHECK(beams->tokens().empty());
-    CHECK(beams->text().empty());
-    CHECK((*engine)->Stats().kv_blocks_used > 0);
-    (*engine)->Cancel(*id);
-    beams->Wait();
-    CHECK(beams->terminal() == 1);
-    REQUIRE(beams->result().has_value());
-    const CaptionResult cancelled = *beams->result();
-    REQUIRE(!cancelled.sequences.empty());
-    for (const GeneratedSequence& seq : cancelled.sequences) {
-      CHECK(seq.finish_reason == FinishReason::kCancelled);
-      CHECK(seq.token_ids.size() < 60);
-    }
-    const EngineStats stats = (*engine)->Stats();
-    CHECK(stats.kv_blocks_used == 0);
-    CHECK(stats.running == 0);
-    CHECK(stats.block_copies > 0);  // the beams diverged inside shared blocks
-
-    // A deadline ends a search the same way, with DEADLINE_EXCEEDED.
-    auto late = std::make_shared<Collector>();
-    search.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
-    REQUIRE((*engine)->Submit(search, late).ok());
-    late->Wait();
-    CHECK(late->error().code() == absl::StatusCode::kDeadlineExceeded);
-    CHECK((*engine)->Stats().kv_blocks_used == 0);
-  }
-}
-
 // Many questions about one registered image: the image rows and the shared
 // prompt prefix are computed once and reused from the prefix cache, with
 // exactly the ids computed without it.
