@@ -1,5 +1,9 @@
 #include "tests/test_support.h"
 
+#include <cstring>
+
+#include "engine/model/safetensors.h"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -34,6 +38,17 @@ TempDirs& Temps() {
 std::string FixturesDir() {
   const char* env = std::getenv("BLIP2_FIXTURES_DIR");
   return env != nullptr && *env != '\0' ? std::string(env) : std::string(BLIP2_DEFAULT_FIXTURES);
+}
+
+std::vector<float> FixturePixels(const std::string& model_dir, const std::string& image) {
+  auto file = engine::SafetensorsFile::Open(model_dir + "/reference.safetensors");
+  if (!file.ok()) throw std::runtime_error(std::string(file.status().message()));
+  const auto& tensors = (*file)->tensors();
+  const auto it = tensors.find("pixel_values." + image);
+  if (it == tensors.end()) throw std::runtime_error(model_dir + ": no pixel_values." + image);
+  std::vector<float> pixels(it->second.numel());
+  std::memcpy(pixels.data(), it->second.data, it->second.nbytes);
+  return pixels;
 }
 
 std::string MakeTempDir() {

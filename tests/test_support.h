@@ -9,6 +9,10 @@ namespace blip2::testing {
 // $BLIP2_FIXTURES_DIR, else the project's copy in tests/fixtures.
 std::string FixturesDir();
 
+// The preprocessed pixels [C, H, W] a fixture model folder stores for `image`
+// (its reference.safetensors tensor "pixel_values.<image>"); throws if absent.
+std::vector<float> FixturePixels(const std::string& model_dir, const std::string& image);
+
 // A fresh empty folder under the system temp dir, removed at exit.
 std::string MakeTempDir();
 

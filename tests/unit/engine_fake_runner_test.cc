@@ -24,14 +24,7 @@ namespace {
 
 std::string Model() { return testing::FixturesDir() + "/blip2-tiny-opt"; }
 
-std::vector<float> Pixels(const std::string& image) {
-  auto file = SafetensorsFile::Open(Model() + "/reference.safetensors");
-  REQUIRE(file.ok());
-  const TensorView& v = (*file)->tensors().at("pixel_values." + image);
-  std::vector<float> pixels(v.numel());
-  std::memcpy(pixels.data(), v.data, v.nbytes);
-  return pixels;
-}
+std::vector<float> Pixels(const std::string& image) { return testing::FixturePixels(Model(), image); }
 
 // A decoder that prefers token Next(t) after token t: every row's logits are
 // 0 except 5 at Next(last input token). It keeps no KV (it needs none).

@@ -24,14 +24,7 @@ namespace {
 std::string Model() { return testing::FixturesDir() + "/blip2-tiny-opt"; }
 std::string T5Model() { return testing::FixturesDir() + "/blip2-tiny-flan-t5"; }
 
-std::vector<float> Pixels(const std::string& image) {
-  auto file = SafetensorsFile::Open(Model() + "/reference.safetensors");
-  REQUIRE(file.ok());
-  const TensorView& v = (*file)->tensors().at("pixel_values." + image);
-  std::vector<float> pixels(v.numel());
-  std::memcpy(pixels.data(), v.data, v.nbytes);
-  return pixels;
-}
+std::vector<float> Pixels(const std::string& image) { return testing::FixturePixels(Model(), image); }
 
 // Collects one request's events; Wait() blocks until the terminal one.
 class Collector : public RequestSink {
