@@ -170,10 +170,11 @@ nlohmann::json BeamStall(engine::Engine& engine, int rounds, int64_t tokens) {
 }
 
 // --compare-static: engine against static batches, per concurrency.
-nlohmann::json CompareStatic(const std::string& model, const engine::EngineConfig& config, const std::string& levels,
-                             int64_t new_tokens) {
+nlohmann::json CompareStatic(const engine::EngineOptions& options, const engine::EngineConfig& config,
+                             const std::string& levels, int64_t new_tokens) {
+  const std::string& model = options.model_dir;
   nlohmann::json rows = nlohmann::json::array();
-  auto engine = engine::Engine::Start({model}, config);
+  auto engine = engine::Engine::Start(options, config);
   if (!engine.ok()) std::abort();
   const auto shape = (*engine)->pixel_shape();
   for (absl::string_view c : absl::StrSplit(levels, ',')) {
@@ -192,7 +193,7 @@ nlohmann::json CompareStatic(const std::string& model, const engine::EngineConfi
       engine_rates.push_back(runs.back()["captions_per_s"].get<double>());
       std::vector<std::vector<float>> images;
       for (int i = 0; i < total; ++i) images.push_back(RandomImage(shape, 50000000u + 1000000u * run + 10000u * window + i));
-      static_rates.push_back(total / RunStaticBatches(model, images, window, new_tokens));
+      static_rates.push_back(total / RunStaticBatches(model, options.device, options.dtype, images, window, new_tokens));
     }
     const double engine_rate = Median(engine_rates);
     nlohmann::json row = runs[0];
@@ -339,8 +340,10 @@ int Main(int argc, char** argv) {
     const std::string model = flags->Get("model", BLIP2_DEFAULT_FIXTURES "/blip2-tiny-opt");
     nlohmann::json report = {{"benchmark", "engine_vs_static"}, {"model", model},
                              {"torch_intra_op_threads", at::get_num_threads()}};
-    report["results"] = CompareStatic(model, config, flags->Get("concurrency", "1,32,256"),
-                                      flags->GetInt("new-tokens", 32).value_or(32));
+    report["device"] = flags->Get("device", "cpu");
+    report["dtype"] = flags->Get("dtype", "float32");
+    report["results"] = CompareStatic({model, flags->Get("device", "cpu"), flags->Get("dtype", "float32")}, config,
+                                      flags->Get("concurrency", "1,32,256"), flags->GetInt("new-tokens", 32).value_or(32));
     SaveReport(report.dump(1), flags->Get("out", ""));
     return 0;
   }

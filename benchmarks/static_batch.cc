@@ -10,9 +10,9 @@
 
 namespace blip2::bench {
 
-double RunStaticBatches(const std::string& model_dir, const std::vector<std::vector<float>>& images, int64_t batch,
-                        int64_t new_tokens) {
-  auto model = engine::Blip2Model::Load({model_dir}, /*with_language_model=*/true);
+double RunStaticBatches(const std::string& model_dir, const std::string& device, const std::string& dtype,
+                        const std::vector<std::vector<float>>& images, int64_t batch, int64_t new_tokens) {
+  auto model = engine::Blip2Model::Load({model_dir, device, dtype}, /*with_language_model=*/true);
   if (!model.ok()) std::abort();
   const engine::Blip2Model& m = **model;
   const engine::TextDecoder& decoder = m.decoder();

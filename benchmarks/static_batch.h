@@ -11,7 +11,8 @@ namespace blip2::bench {
 
 // Captions `images` (preprocessed, [C, H, W] each) in batches of `batch`, each
 // exactly `new_tokens` greedy tokens; returns seconds (model loading excluded).
-double RunStaticBatches(const std::string& model_dir, const std::vector<std::vector<float>>& images, int64_t batch,
-                        int64_t new_tokens);
+// `device`, `dtype` as EngineOptions takes them ("cpu", "float32").
+double RunStaticBatches(const std::string& model_dir, const std::string& device, const std::string& dtype,
+                        const std::vector<std::vector<float>>& images, int64_t batch, int64_t new_tokens);
 
 }  // namespace blip2::bench
