@@ -334,12 +334,9 @@ absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Request> r) {
     return absl::ResourceExhaustedError(absl::StrCat("the engine's inbox is full (", config.inbox_capacity,
                                                      " requests); retry later"));
   }
-  const bool names_registered =
-      (r->kind == Request::Kind::kGeneration && static_cast<GenerationRequest&>(*r).registered_image) ||
-      (r->kind == Request::Kind::kRetrieval && static_cast<RetrievalWork&>(*r).registered_image);
   if (r->kind == Request::Kind::kRegistration) {
     registered.insert(r->image_key);
-  } else if (names_registered && registered.count(r->image_key) == 0) {
+  } else if (r->registered_image && registered.count(r->image_key) == 0) {
     return absl::NotFoundError("the image is not registered (RegisterImage it first)");
   }
   r->id = next_id++;

@@ -38,6 +38,7 @@ struct Request {
   Clock::time_point submitted;
   bool has_image = true;
   uint64_t image_key = 0;
+  bool registered_image = false;  // names an image from RegisterImage instead of sending pixels
   std::vector<float> pixels;  // until encoded; empty for a registered image
   bool pinned = false;        // holds a pin on its image's cache entry
 };
@@ -48,7 +49,6 @@ struct GenerationRequest : Request {
   std::string prompt;
   int priority = 0;
   std::optional<Clock::time_point> deadline;
-  bool registered_image = false;
   GenerationParams params;
   std::vector<int64_t> input_ids;  // the prompt as the model sees it (T5: the encoder's input)
   at::Tensor embeds;               // [Q, D] once the image is encoded (pinned in the cache)
@@ -64,7 +64,6 @@ struct RegistrationRequest : Request {
 // SubmitRetrieval: match and embed.
 struct RetrievalWork : Request {
   RetrievalWork() : Request(Kind::kRetrieval) {}
-  bool registered_image = false;
   RetrievalJob job;
 };
 

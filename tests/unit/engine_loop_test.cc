@@ -394,6 +394,22 @@ TEST_CASE("engine: bad requests and shutdown") {
   const auto refused = (*narrow_engine)->Submit(long_answer, std::make_shared<Collector>());
   CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(refused.status().message().find("max_batched_tokens 16") != std::string::npos);
+  // Beams and samples count every sequence: against max_num_seqs and the KV cache.
+  EngineConfig two_seqs;
+  two_seqs.max_num_seqs = 2;
+  auto two_engine = Engine::Start({Model()}, two_seqs);
+  REQUIRE(two_engine.ok());
+  EngineRequest wide{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  wide.overrides.num_beams = 3;
+  const auto too_wide = (*two_engine)->Submit(wide, std::make_shared<Collector>());
+  CHECK(too_wide.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(too_wide.status().message().find("max_num_seqs (2)") != std::string::npos);
+  EngineRequest beams_kv{Pixels("chelsea"), "", {}, 0, std::nullopt};
+  beams_kv.overrides.num_beams = 4;
+  beams_kv.overrides.max_new_tokens = 3;  // one sequence of 12 tokens fits 4 blocks of 4; four do not
+  const auto no_room = (*engine)->Submit(beams_kv, std::make_shared<Collector>());
+  CHECK(no_room.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(no_room.status().message().find("for each of 4 sequences") != std::string::npos);
   EngineRequest image_token{Pixels("chelsea"), "<image>", {}, 0, std::nullopt};
   CHECK((*engine)->Submit(image_token, std::make_shared<Collector>()).status().code() ==
         absl::StatusCode::kInvalidArgument);
