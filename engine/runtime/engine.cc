@@ -21,14 +21,13 @@
 #include "engine/model/blip2_model.h"
 #include "engine/runtime/engine_requests.h"
 #include "engine/runtime/image_cache.h"
+#include "engine/runtime/model_room.h"
 #include "engine/runtime/model_runner.h"
 #include "engine/runtime/prefix_keys.h"
 #include "engine/runtime/retrieval_batch.h"
 #include "engine/generation/sampler.h"
 #include "engine/tokenizer/unicode.h"
-#include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "engine/model/torch_util.h"
-#include "engine/runtime/vision_batcher.h"
 #include "scheduler/scheduler.h"
 
 namespace blip2::engine {
@@ -57,9 +56,9 @@ class PhaseClock {
 
 struct Engine::Impl {
   EngineConfig config;
-  std::unique_ptr<Blip2Model> model;
-  std::unique_ptr<WordPieceTokenizer> text_tokenizer;  // retrieval checkpoints
-  int64_t max_text_tokens = 0;
+  // The checkpoints served: the first generates (or retrieves, alone); a
+  // second, when there is one, retrieves.
+  std::vector<std::unique_ptr<ModelRoom>> rooms;
   int64_t kv_blocks = 0;
   int64_t image_token = -1;
 
@@ -68,8 +67,7 @@ struct Engine::Impl {
   std::condition_variable wake;
   std::deque<std::unique_ptr<Request>> inbox;
   std::vector<int64_t> cancels;
-  std::set<uint64_t> registered;       // image keys registered and not released
-  std::vector<uint64_t> releases;      // released keys, for the engine thread to unpin
+  std::vector<std::pair<ModelRoom*, uint64_t>> releases;  // released keys, for the engine thread to unpin
   bool accepting = true;
   bool stopping = false;
   Clock::time_point stop_deadline;
@@ -82,22 +80,25 @@ struct Engine::Impl {
   std::deque<int64_t> retrieval_queue;  // image ready (or none needed), to run in the next text batch
   std::unique_ptr<scheduler::Scheduler> sched;
   std::unique_ptr<ModelRunner> runner;
-  std::unique_ptr<ImageCache> images;
-  std::unique_ptr<VisionBatcher> vision;
-  std::set<uint64_t> registration_pins;  // keys holding one registration pin
 
+  // The generation model (its KV cache, scheduler and runner are the engine's).
+  const Blip2Model& generator() const { return *rooms.front()->model; }
+  bool VisionWaiting() const {
+    return std::any_of(rooms.begin(), rooms.end(), [](const auto& room) { return !room->vision->empty(); });
+  }
   void Loop();
   absl::StatusOr<int64_t> Enqueue(std::unique_ptr<Request> r);
   void TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::vector<int64_t>* cancelled,
-                 std::vector<uint64_t>* released, bool* stop_now);
+                 std::vector<std::pair<ModelRoom*, uint64_t>>* released, bool* stop_now);
   void Accept(std::unique_ptr<Request> r);
   void CancelRequest(int64_t id);
   absl::Status AllocateKvCache();
-  void RunVision(bool force);
+  void RunVision(ModelRoom& room, bool force);
   void Admit(const std::vector<int64_t>& ids);
   void Schedule(GenerationRequest& g);
   void FinishRegistration(Request& r);
   void RunRetrievalQueue();
+  void RunRetrievals(ModelRoom& room, const std::vector<int64_t>& ids);
   void RunStep();
   void Finish(int64_t id, bool cancelled);
   void Fail(int64_t id, const absl::Status& status);
@@ -111,7 +112,14 @@ struct Engine::Impl {
   // woken by one sees them current.
   void UpdateGauges() {
     std::lock_guard<std::mutex> lock(mu);
-    stats.waiting = sched->num_waiting() + vision->size() + static_cast<int64_t>(retrieval_queue.size());
+    stats.waiting = sched->num_waiting() + static_cast<int64_t>(retrieval_queue.size());
+    stats.image_cache_bytes = stats.image_cache_entries = stats.registered_images = 0;
+    for (const auto& room : rooms) {
+      stats.waiting += room->vision->size();
+      stats.image_cache_bytes += room->images->bytes();
+      stats.image_cache_entries += room->images->size();
+      stats.registered_images += static_cast<int64_t>(room->registration_pins.size());
+    }
     stats.running = sched->num_running();
     stats.kv_blocks_used = sched->num_used_blocks();
     stats.kv_blocks_cached = sched->num_cached_blocks();
@@ -119,9 +127,6 @@ struct Engine::Impl {
     stats.prefix_cache_hits = prefix.hits;
     stats.prefix_cache_misses = prefix.misses;
     stats.prefix_cache_evictions = prefix.evictions;
-    stats.image_cache_bytes = images->bytes();
-    stats.image_cache_entries = images->size();
-    stats.registered_images = static_cast<int64_t>(registration_pins.size());
   }
   void Count(int64_t EngineStats::*field, int64_t n = 1) {
     std::lock_guard<std::mutex> lock(mu);
@@ -131,29 +136,38 @@ struct Engine::Impl {
 
 uint64_t ImageContentKey(const std::vector<float>& pixels) { return ImageKey(pixels.data(), pixels.size()); }
 
-Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::Engine(std::shared_ptr<Impl> impl, ModelRoom* room, bool owner)
+    : impl_(std::move(impl)), room_(room), owner_(owner) {}
 
-Engine::~Engine() { Shutdown(std::chrono::milliseconds(0)); }
+Engine::~Engine() {
+  if (owner_) Shutdown(std::chrono::milliseconds(0));
+}
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& options, const EngineConfig& config) {
-  auto impl = std::make_unique<Impl>();
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& options, const EngineConfig& config,
+                                                      const std::string& retrieval_model_dir) {
+  auto impl = std::make_shared<Impl>();
   impl->config = config;
   if (config.intra_op_threads > 0) at::set_num_threads(static_cast<int>(config.intra_op_threads));
-  ASSIGN_OR_RETURN(const ModelSpec spec, LoadModelSpec(options.model_dir));
-  const bool retrieval = spec.config.is_retrieval();
-  ASSIGN_OR_RETURN(impl->model, Blip2Model::Load(options, /*with_language_model=*/!retrieval));
-  if (retrieval) {
-    if (!impl->model->retrieval) {
-      return absl::InvalidArgumentError(absl::StrCat(options.model_dir, ": a retrieval checkpoint without text weights "
-                                                     "(qformer_config.use_qformer_text_input is false)"));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRoom> first, LoadModelRoom(options, config));
+  const bool generates = first->serves_generation();
+  impl->rooms.push_back(std::move(first));
+  if (!retrieval_model_dir.empty()) {
+    if (!generates) {
+      return absl::InvalidArgumentError(absl::StrCat(options.model_dir, " is a retrieval checkpoint already; ",
+                                                     retrieval_model_dir, " cannot be served beside it"));
     }
-    ASSIGN_OR_RETURN(impl->text_tokenizer, WordPieceTokenizer::Load(options.model_dir));
-    const int64_t positions = impl->model->retrieval->max_text_length();
-    impl->max_text_tokens = config.max_text_tokens > 0 ? std::min(config.max_text_tokens, positions) : positions;
+    EngineOptions second = options;
+    second.model_dir = retrieval_model_dir;
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelRoom> room, LoadModelRoom(second, config));
+    if (!room->serves_retrieval()) {
+      return absl::InvalidArgumentError(absl::StrCat("retrieval_model_dir ", retrieval_model_dir,
+                                                     " is not a retrieval checkpoint"));
+    }
+    impl->rooms.push_back(std::move(room));
   }
-  impl->image_token = spec.config.image_token_index.value_or(-1);
-  // A retrieval engine has no language model and so no KV cache.
-  if (!retrieval) RETURN_IF_ERROR(impl->AllocateKvCache());
+  impl->image_token = impl->generator().spec.config.image_token_index.value_or(-1);
+  // A retrieval checkpoint alone has no language model and so no KV cache.
+  if (generates) RETURN_IF_ERROR(impl->AllocateKvCache());
   scheduler::SchedulerConfig sc;
   sc.block_size = config.kv_block_size;
   sc.num_blocks = impl->kv_blocks;
@@ -162,9 +176,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
   sc.watermark = config.kv_watermark;
   sc.prefix_caching = config.prefix_caching;
   impl->sched = std::make_unique<scheduler::Scheduler>(sc);
-  impl->images = std::make_unique<ImageCache>(config.image_cache_bytes);
-  impl->vision = std::make_unique<VisionBatcher>(*impl->model, *impl->images, config.vision_max_batch,
-                                                 config.vision_max_queue_delay);
   impl->stats.kv_blocks_total = impl->kv_blocks;
   common::LogInfo("engine", absl::StrCat("KV cache: ", impl->kv_blocks, " blocks of ", config.kv_block_size,
                                          " tokens; max ", config.max_num_seqs, " sequences, ",
@@ -173,19 +184,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
                                          " intra-op threads"));
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
-  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  std::unique_ptr<Engine> engine(new Engine(impl, impl->rooms.front().get(), /*owner=*/true));
+  if (impl->rooms.size() > 1) engine->second_.reset(new Engine(impl, impl->rooms[1].get(), /*owner=*/false));
+  return engine;
+}
+
+Engine* Engine::retrieval() {
+  if (room_->serves_retrieval()) return this;
+  return second_ && second_->room_->serves_retrieval() ? second_.get() : nullptr;
 }
 
 // Sizes and allocates the paged KV cache: a block count, or a byte budget.
 absl::Status Engine::Impl::AllocateKvCache() {
   try {
     c10::InferenceMode guard;
-    const TextDecoder& decoder = model->decoder();
+    const TextDecoder& decoder = generator().decoder();
     KvCache probe = decoder.MakeCache(1, config.kv_block_size);
     // Never more than max_num_seqs sequences of the longest possible length can use.
     const int64_t useful =
         config.max_num_seqs *
-        scheduler::BlocksFor(model->MaxDecoderTokens(config.limits.max_new_tokens), config.kv_block_size);
+        scheduler::BlocksFor(generator().MaxDecoderTokens(config.limits.max_new_tokens), config.kv_block_size);
     kv_blocks = config.kv_blocks > 0 ? config.kv_blocks
                                      : std::min(useful, config.kv_cache_bytes / probe.bytes_per_block());
     if (kv_blocks <= 0) return absl::InvalidArgumentError("KV cache budget holds no block");
@@ -197,18 +215,15 @@ absl::Status Engine::Impl::AllocateKvCache() {
   return absl::OkStatus();
 }
 
-const ModelSpec& Engine::spec() const { return impl_->model->spec; }
+const ModelSpec& Engine::spec() const { return room_->model->spec; }
 
 const GenerationLimits& Engine::limits() const { return impl_->config.limits; }
 
-std::vector<int64_t> Engine::pixel_shape() const {
-  const VisionConfig& v = spec().config.vision;
-  return {v.num_channels, v.image_size, v.image_size};
-}
+std::vector<int64_t> Engine::pixel_shape() const { return room_->pixel_shape(); }
 
-bool Engine::serves_generation() const { return !impl_->model->spec.config.is_retrieval(); }
-bool Engine::serves_retrieval() const { return impl_->model->retrieval.has_value(); }
-int64_t Engine::max_text_tokens() const { return impl_->max_text_tokens; }
+bool Engine::serves_generation() const { return room_->serves_generation(); }
+bool Engine::serves_retrieval() const { return room_->serves_retrieval(); }
+int64_t Engine::max_text_tokens() const { return room_->max_text_tokens; }
 
 absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<RequestSink> sink) {
   Impl& m = *impl_;
@@ -220,10 +235,10 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   ASSIGN_OR_RETURN(g->params, ResolveGenerationParams(spec().generation, request.overrides, m.config.limits));
   if (!request.image_key) RETURN_IF_ERROR(CheckPixels(request.pixels));
   ASSIGN_OR_RETURN(g->input_ids,
-                   m.model->InputIds(request.prompt, m.config.max_prompt_tokens, g->params.max_new_tokens));
+                   room_->model->InputIds(request.prompt, m.config.max_prompt_tokens, g->params.max_new_tokens));
   // Decoder tokens: OPT's prompt or T5's start token, then the new ones; one
   // sequence per beam or returned sample.
-  const int64_t decoder_prompt = m.model->is_t5() ? 1 : static_cast<int64_t>(g->input_ids.size());
+  const int64_t decoder_prompt = room_->model->is_t5() ? 1 : static_cast<int64_t>(g->input_ids.size());
   const int64_t total = decoder_prompt + g->params.max_new_tokens;
   const int64_t width = g->params.num_beams > 1 ? g->params.num_beams
                         : g->params.do_sample ? g->params.num_return_sequences
@@ -249,6 +264,7 @@ absl::StatusOr<int64_t> Engine::Submit(EngineRequest request, std::shared_ptr<Re
   g->prompt = std::move(request.prompt);
   g->priority = request.priority;
   g->deadline = request.deadline;
+  g->room = room_;
   g->sink = std::move(sink);
   return m.Enqueue(std::move(g));
 }
@@ -273,7 +289,7 @@ absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::s
   }
   for (size_t i = 0; i < request.texts.size(); ++i) {
     if (!IsValidUtf8(request.texts[i])) return absl::InvalidArgumentError(absl::StrCat("texts[", i, "] is not valid UTF-8"));
-    WordPieceTokenizer::Encoding e = m.text_tokenizer->Encode(request.texts[i], m.max_text_tokens);
+    WordPieceTokenizer::Encoding e = room_->text_tokenizer->Encode(request.texts[i], room_->max_text_tokens);
     r->job.text_ids.push_back(std::move(e.ids));
     r->job.truncated.push_back(e.truncated);
   }
@@ -284,6 +300,7 @@ absl::StatusOr<int64_t> Engine::SubmitRetrieval(RetrievalRequest request, std::s
   }
   r->registered_image = request.image_key.has_value();
   r->pixels = std::move(request.pixels);
+  r->room = room_;
   r->sink = std::move(sink);
   return m.Enqueue(std::move(r));
 }
@@ -302,13 +319,14 @@ absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::s
   auto r = std::make_unique<RegistrationRequest>();
   r->image_key = ImageKey(pixels.data(), pixels.size());
   r->pixels = std::move(pixels);
+  r->room = room_;
   r->sink = std::move(sink);
   const uint64_t key = r->image_key;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    if (impl_->registered.count(key) == 0 &&
-        static_cast<int64_t>(impl_->registered.size()) >= impl_->config.max_registered_images) {
-      return absl::ResourceExhaustedError(absl::StrCat("already ", impl_->registered.size(),
+    if (room_->registered.count(key) == 0 &&
+        static_cast<int64_t>(room_->registered.size()) >= impl_->config.max_registered_images) {
+      return absl::ResourceExhaustedError(absl::StrCat("already ", room_->registered.size(),
                                                        " registered images (max_registered_images); release some"));
     }
   }
@@ -318,8 +336,8 @@ absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::s
 
 absl::Status Engine::ReleaseImage(uint64_t key) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  if (impl_->registered.erase(key) == 0) return absl::NotFoundError("the image is not registered");
-  impl_->releases.push_back(key);
+  if (room_->registered.erase(key) == 0) return absl::NotFoundError("the image is not registered");
+  impl_->releases.emplace_back(room_, key);
   impl_->wake.notify_one();
   return absl::OkStatus();
 }
@@ -335,8 +353,12 @@ absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Request> r) {
                                                      " requests); retry later"));
   }
   if (r->kind == Request::Kind::kRegistration) {
-    registered.insert(r->image_key);
-  } else if (r->registered_image && registered.count(r->image_key) == 0) {
+    r->room->registered.insert(r->image_key);
+  } else if (r->registered_image && r->room->registered.count(r->image_key) == 0) {
+    if (r->room != rooms.front().get()) {
+      return absl::NotFoundError("the image is not registered with the retrieval model (images are registered for "
+                                 "the generation model; send this one's pixels instead)");
+    }
     return absl::NotFoundError("the image is not registered (RegisterImage it first)");
   }
   r->id = next_id++;
@@ -376,12 +398,12 @@ EngineStats Engine::Stats() const {
 }
 
 void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::vector<int64_t>* cancelled,
-                             std::vector<uint64_t>* released, bool* stop_now) {
+                             std::vector<std::pair<ModelRoom*, uint64_t>>* released, bool* stop_now) {
   const Clock::time_point start = Clock::now();
   std::unique_lock<std::mutex> lock(mu);
   if (inbox.empty() && cancels.empty() && releases.empty() && active.empty() && !stopping) {
     wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; });
-  } else if (inbox.empty() && cancels.empty() && !vision->empty() && LlmIdle() && retrieval_queue.empty()) {
+  } else if (inbox.empty() && cancels.empty() && VisionWaiting() && LlmIdle() && retrieval_queue.empty()) {
     // Only images wait: give others a moment to join their batch.
     wake.wait_for(lock, config.vision_max_queue_delay, [&] { return !inbox.empty() || stopping; });
   }
@@ -400,11 +422,11 @@ void Engine::Impl::Loop() {
   while (true) {
     std::vector<std::unique_ptr<Request>> added;
     std::vector<int64_t> cancelled;
-    std::vector<uint64_t> released;
+    std::vector<std::pair<ModelRoom*, uint64_t>> released;
     bool stop_now = false;
     TakeInbox(&added, &cancelled, &released, &stop_now);
-    for (uint64_t key : released) {
-      if (registration_pins.erase(key) > 0) images->Unpin(key);
+    for (const auto& [room, key] : released) {
+      if (room->registration_pins.erase(key) > 0) room->images->Unpin(key);
     }
     if (!released.empty()) UpdateGauges();
     for (auto& r : added) Accept(std::move(r));
@@ -419,9 +441,9 @@ void Engine::Impl::Loop() {
       std::lock_guard<std::mutex> lock(mu);
       if (stopping && active.empty() && inbox.empty()) return;
     }
-    // One encoder batch per iteration at most, so images never hold decoding
-    // back for longer than one batch; with no text to decode, no waiting.
-    RunVision(/*force=*/LlmIdle());
+    // One encoder batch per model and iteration at most, so images never hold
+    // decoding back for longer than one batch; with no text to decode, no waiting.
+    for (const auto& room : rooms) RunVision(*room, /*force=*/LlmIdle());
     RunRetrievalQueue();
     RunStep();
   }
@@ -432,7 +454,7 @@ void Engine::Impl::Accept(std::unique_ptr<Request> r) {
   active.emplace(req.id, std::move(r));
   if (req.has_image) {
     req.phase = Phase::kAwaitingImage;
-    vision->Add(req.id, req.image_key, std::move(req.pixels), req.submitted);
+    req.room->vision->Add(req.id, req.image_key, std::move(req.pixels), req.submitted);
   } else {
     req.phase = Phase::kAwaitingTexts;
     retrieval_queue.push_back(req.id);
@@ -459,10 +481,10 @@ void Engine::Impl::CancelRequest(int64_t id) {
   }
 }
 
-void Engine::Impl::RunVision(bool force) {
-  if (vision->empty()) return;
+void Engine::Impl::RunVision(ModelRoom& room, bool force) {
+  if (room.vision->empty()) return;
   const Clock::time_point start = Clock::now();
-  const VisionBatcher::Outcome out = vision->Run(force);
+  const VisionBatcher::Outcome out = room.vision->Run(force);
   for (const auto& [id, status] : out.failed) Fail(id, status);
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -481,8 +503,8 @@ void Engine::Impl::RunVision(bool force) {
       FinishRegistration(r);
       continue;
     }
-    const CachedImage& cached = *images->Find(r.image_key);
-    images->Pin(r.image_key);
+    const CachedImage& cached = *room.images->Find(r.image_key);
+    room.images->Pin(r.image_key);
     r.pinned = true;
     if (r.kind == Request::Kind::kRetrieval) {
       static_cast<RetrievalWork&>(r).job.image = cached;
@@ -508,7 +530,7 @@ void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
   }
   std::vector<DecoderInput> steps;
   try {
-    steps = model->FirstSteps(prompts);
+    steps = generator().FirstSteps(prompts);
   } catch (const std::exception& e) {
     const absl::Status status = StatusFromException(e, "encoding prompts");
     for (int64_t id : ids) Fail(id, status);
@@ -523,7 +545,8 @@ void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
       on_token = [sink](int64_t token) { sink->OnToken(token); };
       on_text = [sink](const std::string& text) { sink->OnText(text); };
     }
-    g.task = std::make_unique<GenerationTask>(g.id, g.params, std::move(steps[i]), *model->tokenizer, on_token, on_text);
+    g.task =
+        std::make_unique<GenerationTask>(g.id, g.params, std::move(steps[i]), *generator().tokenizer, on_token, on_text);
     Schedule(g);
   }
   std::lock_guard<std::mutex> lock(mu);
@@ -541,7 +564,7 @@ void Engine::Impl::Schedule(GenerationRequest& g) {
   if (config.prefix_caching) {
     // T5's decoder reads the encoder's output: its blocks depend on the whole
     // encoder input, not only on the image.
-    const uint64_t seed = model->is_t5() ? PrefixSeed(g.image_key, g.input_ids) : g.image_key;
+    const uint64_t seed = generator().is_t5() ? PrefixSeed(g.image_key, g.input_ids) : g.image_key;
     r.block_keys = PrefixBlockKeys(seed, g.task->first_step().token_ids, config.kv_block_size);
   }
   if (sched->Add(r) != scheduler::AddResult::kQueued) {
@@ -555,10 +578,10 @@ void Engine::Impl::FinishRegistration(Request& r) {
   bool still_registered;
   {
     std::lock_guard<std::mutex> lock(mu);
-    still_registered = registered.count(r.image_key) > 0;
+    still_registered = r.room->registered.count(r.image_key) > 0;
   }
   // Released while it was being encoded: nothing to pin.
-  if (still_registered && registration_pins.insert(r.image_key).second) images->Pin(r.image_key);
+  if (still_registered && r.room->registration_pins.insert(r.image_key).second) r.room->images->Pin(r.image_key);
   Usage usage;
   usage.queue_ms = usage.total_ms = Ms(r.submitted, Clock::now());
   const std::shared_ptr<RequestSink> sink = r.sink;
@@ -568,16 +591,21 @@ void Engine::Impl::FinishRegistration(Request& r) {
   if (sink) sink->OnFinished(CaptionResult{}, usage);
 }
 
-// Every retrieval request whose image is ready: their texts in one batch.
+// Every retrieval request whose image is ready: their texts in one batch per model.
 void Engine::Impl::RunRetrievalQueue() {
   if (retrieval_queue.empty()) return;
-  const std::vector<int64_t> ids(retrieval_queue.begin(), retrieval_queue.end());
+  std::map<ModelRoom*, std::vector<int64_t>> by_room;
+  for (int64_t id : retrieval_queue) by_room[active.at(id)->room].push_back(id);
   retrieval_queue.clear();
+  for (const auto& [room, ids] : by_room) RunRetrievals(*room, ids);
+}
+
+void Engine::Impl::RunRetrievals(ModelRoom& room, const std::vector<int64_t>& ids) {
   std::vector<RetrievalJob> jobs;
   for (int64_t id : ids) jobs.push_back(static_cast<RetrievalWork&>(*active.at(id)).job);
   std::vector<RetrievalResult> results;
   try {
-    results = RunRetrieval(*model, jobs, text_tokenizer->pad_id());
+    results = RunRetrieval(*room.model, jobs, room.text_tokenizer->pad_id());
   } catch (const std::exception& e) {
     const absl::Status status = StatusFromException(e, "retrieval");
     for (int64_t id : ids) Fail(id, status);
@@ -734,8 +762,9 @@ void Engine::Impl::Fail(int64_t id, const absl::Status& status) {
 void Engine::Impl::Release(int64_t id) {
   auto it = active.find(id);
   if (it == active.end()) return;
-  if (it->second->pinned) images->Unpin(it->second->image_key);
-  vision->Remove(id);
+  Request& r = *it->second;
+  if (r.pinned) r.room->images->Unpin(r.image_key);
+  r.room->vision->Remove(id);
   retrieval_queue.erase(std::remove(retrieval_queue.begin(), retrieval_queue.end(), id), retrieval_queue.end());
   active.erase(it);
 }

@@ -7,7 +7,9 @@
 // continuous batching over the block-paged KV cache, where requests join and
 // leave every step. With a retrieval checkpoint the engine serves
 // SubmitRetrieval instead: images through the same batcher and cache, the
-// texts of all requests ready together in one Q-Former pass. Every decoding
+// texts of all requests ready together in one Q-Former pass. A generation
+// model and a retrieval model can be served by one engine (one thread, one
+// device queue): each has its own handle, Engine::retrieval(). Every decoding
 // mode is batched this way: a beam or a returned sample is one more scheduler
 // sequence, forked from its parent's KV blocks, stepping with everything else.
 // docs/architecture.md maps each behaviour to its file.
@@ -31,6 +33,7 @@
 namespace blip2::engine {
 
 class ModelRunner;  // engine/runtime/model_runner.h (internal)
+struct ModelRoom;   // engine/runtime/model_room.h (internal)
 
 struct EngineConfig {
   // KV cache.
@@ -145,8 +148,19 @@ uint64_t ImageContentKey(const std::vector<float>& pixels);
 
 class Engine {
  public:
-  static absl::StatusOr<std::unique_ptr<Engine>> Start(const EngineOptions& options, const EngineConfig& config = {});
-  ~Engine();  // Shutdown(0)
+  // Loads `options.model_dir` and starts the engine thread. With
+  // `retrieval_model_dir` (same device and dtype) a retrieval checkpoint is
+  // loaded beside a generation one and served by the same thread: submit its
+  // requests through retrieval().
+  static absl::StatusOr<std::unique_ptr<Engine>> Start(const EngineOptions& options, const EngineConfig& config = {},
+                                                       const std::string& retrieval_model_dir = "");
+  ~Engine();  // the engine Start returned: Shutdown(0)
+
+  // The handle for the engine's retrieval checkpoint: this engine when its
+  // model is one, the second model's handle (owned by this engine, sharing its
+  // thread, queues and stats), or null. Its spec, pixel shape, image
+  // registrations and SubmitRetrieval are the retrieval model's.
+  Engine* retrieval();
 
   // Validates and tokenizes on the caller's thread, then queues. Errors:
   // UNAVAILABLE after shutdown, RESOURCE_EXHAUSTED when the inbox is full,
@@ -161,8 +175,8 @@ class Engine {
   // pixels; NOT_FOUND for an unregistered image_key. Texts over
   // max_text_tokens are cut, and the result says so.
   absl::StatusOr<int64_t> SubmitRetrieval(RetrievalRequest request, std::shared_ptr<RequestSink> sink);
-  // Encodes an image once and keeps its embeddings pinned in the image cache
-  // until ReleaseImage, so requests naming the returned key skip the encoder.
+  // Encodes an image once (with this handle's model) and keeps its embeddings
+  // pinned in that model's image cache until ReleaseImage, so requests naming the returned key skip the encoder.
   // The sink gets OnFinished (no sequences) once the embeddings are cached, or
   // OnError. Registering an image twice is harmless; one release frees it.
   // RESOURCE_EXHAUSTED beyond max_registered_images.
@@ -177,21 +191,24 @@ class Engine {
   void Shutdown(std::chrono::milliseconds grace);
 
   bool Healthy() const;
-  // What the loaded checkpoint serves: Submit, or SubmitRetrieval.
+  // What this handle's checkpoint serves: Submit, or SubmitRetrieval.
   bool serves_generation() const;
   bool serves_retrieval() const;
   // Retrieval: the tokens a text is cut to ([CLS] and [SEP] included).
   int64_t max_text_tokens() const;
-  EngineStats Stats() const;
+  EngineStats Stats() const;  // the whole engine: every model it serves
   const ModelSpec& spec() const;
   const GenerationLimits& limits() const;
   std::vector<int64_t> pixel_shape() const;
 
  private:
   struct Impl;
+  Engine(std::shared_ptr<Impl> impl, ModelRoom* room, bool owner);
   absl::Status CheckPixels(const std::vector<float>& pixels) const;
-  explicit Engine(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;
+  ModelRoom* room_;                 // the checkpoint this handle serves
+  bool owner_;                      // the engine Start returned: shuts it down when destroyed
+  std::unique_ptr<Engine> second_;  // the second checkpoint's handle, when there is one
 };
 
 }  // namespace blip2::engine

@@ -41,6 +41,7 @@ struct Request {
   bool registered_image = false;  // names an image from RegisterImage instead of sending pixels
   std::vector<float> pixels;  // until encoded; empty for a registered image
   bool pinned = false;        // holds a pin on its image's cache entry
+  ModelRoom* room = nullptr;  // the checkpoint it runs on (its image cache and batcher)
 };
 
 // Submit: caption or answer.

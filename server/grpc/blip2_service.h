@@ -12,7 +12,7 @@ namespace blip2::server {
 
 class Blip2Service final : public v1::Blip2::CallbackService {
  public:
-  // `retrieval`: the engine serving Match and Embed (may be `engine`), or null.
+  // `retrieval`: the handle serving Match and Embed (engine->retrieval()), or null.
   Blip2Service(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
                ServerMetrics* metrics);
 

@@ -54,7 +54,6 @@ absl::Status WarmUp(engine::Engine& engine) {
 struct Blip2Server::Impl {
   config::ServerConfig cfg;
   std::unique_ptr<engine::Engine> engine;
-  std::unique_ptr<engine::Engine> retrieval;  // retrieval_model_dir's, when set
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<Blip2Service> service;
   std::unique_ptr<grpc::Server> server;
@@ -73,19 +72,13 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
   const auto loading = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(impl->engine, engine::Engine::Start(ToEngineOptions(cfg), ToEngineConfig(cfg)));
-  if (cfg.warmup()) RETURN_IF_ERROR(WarmUp(*impl->engine));
-  engine::Engine* retrieval = impl->engine->serves_retrieval() ? impl->engine.get() : nullptr;
-  if (!cfg.retrieval_model_dir().empty()) {
-    engine::EngineOptions options = ToEngineOptions(cfg);
-    options.model_dir = cfg.retrieval_model_dir();
-    ASSIGN_OR_RETURN(impl->retrieval, engine::Engine::Start(options, ToEngineConfig(cfg)));
-    if (!impl->retrieval->serves_retrieval()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("retrieval_model_dir ", cfg.retrieval_model_dir(), " is not a retrieval checkpoint"));
-    }
-    if (cfg.warmup()) RETURN_IF_ERROR(WarmUp(*impl->retrieval));
-    retrieval = impl->retrieval.get();
+  // A retrieval_model_dir is served by the same engine thread as model_dir.
+  ASSIGN_OR_RETURN(impl->engine,
+                   engine::Engine::Start(ToEngineOptions(cfg), ToEngineConfig(cfg), cfg.retrieval_model_dir()));
+  engine::Engine* retrieval = impl->engine->retrieval();
+  if (cfg.warmup()) {
+    RETURN_IF_ERROR(WarmUp(*impl->engine));
+    if (retrieval != nullptr && retrieval != impl->engine.get()) RETURN_IF_ERROR(WarmUp(*retrieval));
   }
   spdlog::info("model loaded{} in {:.2f} s", cfg.warmup() ? " and warmed up" : "",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
@@ -155,7 +148,6 @@ void Blip2Server::Drain(std::chrono::milliseconds grace) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero()));
   m.engine->Shutdown(left);
-  if (m.retrieval) m.retrieval->Shutdown(left);
   // Streams that are not ours (health Watch) are cancelled after a moment.
   m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   m.server->Wait();

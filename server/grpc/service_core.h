@@ -25,7 +25,7 @@ struct ServiceCore {
       : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
 
   engine::Engine* engine;     // model_dir's: generation, RegisterImage
-  engine::Engine* retrieval;  // the engine serving Match and Embed (model_dir's or retrieval_model_dir's), or null
+  engine::Engine* retrieval;  // the handle serving Match and Embed (model_dir's, or retrieval_model_dir's on the same engine thread), or null
   const config::ServerConfig cfg;
   ServerMetrics* metrics;
   common::ThreadPool pool;    // image decoding and preprocessing, off the gRPC threads

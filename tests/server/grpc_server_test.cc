@@ -686,6 +686,18 @@ TEST_CASE("A server with a generation and a retrieval checkpoint serves both") {
   CHECK(info.retrieval_model_name() == "blip2-tiny-itm");
   CHECK(info.embedding_size() == 16);
   CHECK(info.max_text_tokens() == 64);
+  // An image registered for captioning is not the retrieval model's: NOT_FOUND saying so.
+  grpc::ClientContext reg_ctx;
+  v1::RegisterImageRequest reg;
+  reg.set_data(ImageBytes("chelsea.jpg"));
+  v1::RegisterImageResponse registered;
+  REQUIRE(server.stub().RegisterImage(&reg_ctx, reg, &registered).ok());
+  grpc::ClientContext by_id_ctx;
+  v1::MatchRequest by_id = request;
+  by_id.mutable_image()->set_image_id(registered.image_id());
+  const grpc::Status s = server.stub().Match(&by_id_ctx, by_id, &response);
+  CHECK(s.error_code() == StatusCode::NOT_FOUND);
+  CHECK_THAT(s.error_message(), Catch::Contains("retrieval model"));
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
 // Retrieval through the engine with the tiny retrieval fixture: requests with
 // and without images share the vision batcher and the image cache, texts are
 // cut and flagged at max_text_tokens, and bad requests are refused naming the
-// problem. (Numbers against transformers: retrieval_parity_tests.)
+// problem; a generation and a retrieval checkpoint share one engine. (Numbers
+// against transformers: retrieval_parity_tests.)
 #include <cstring>
 
 #include "engine/runtime/engine.h"
 #include "engine/runtime/retrieval_sink.h"
+#include "engine/runtime/waiting_sink.h"
 #include "engine/model/safetensors.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
@@ -136,6 +138,107 @@ TEST_CASE("retrieval engine: a generation checkpoint refuses retrieval with FAIL
                                        std::make_shared<RetrievalWaiter>());
   CHECK(absl::IsFailedPrecondition(id.status()));
   CHECK_THAT(std::string(id.status().message()), Catch::Contains("not a retrieval checkpoint"));
+}
+
+TEST_CASE("retrieval engine: a generation and a retrieval checkpoint share one engine and give what each gives alone") {
+  const std::string opt = testing::FixturesDir() + "/blip2-tiny-opt";
+  const std::vector<std::string> texts = {"a photo of a cat", "a cup of coffee"};
+  const RetrievalRequest match{Pixels(0), std::nullopt, texts, true, false};
+  EngineRequest caption{testing::FixturePixels(opt, "chelsea"), "", {}, 0, std::nullopt};
+  caption.overrides.max_new_tokens = 6;
+  // What each checkpoint's engine gives alone.
+  absl::StatusOr<RetrievalResult> match_alone;
+  absl::StatusOr<CaptionResult> caption_alone;
+  {
+    auto retrieval = Engine::Start({Model()});
+    REQUIRE(retrieval.ok());
+    match_alone = Run(**retrieval, match);
+    auto generation = Engine::Start({opt});
+    REQUIRE(generation.ok());
+    auto sink = std::make_shared<WaitingSink>();
+    REQUIRE((*generation)->Submit(caption, sink).ok());
+    caption_alone = sink->Wait();
+  }
+  REQUIRE(match_alone.ok());
+  REQUIRE(caption_alone.ok());
+
+  auto engine = Engine::Start({opt}, {}, Model());
+  REQUIRE(engine.ok());
+  Engine* retrieval = (*engine)->retrieval();
+  REQUIRE(retrieval != nullptr);
+  REQUIRE(retrieval != engine->get());
+  CHECK((*engine)->serves_generation());
+  CHECK(retrieval->serves_retrieval());
+  CHECK_FALSE(retrieval->serves_generation());
+  CHECK(retrieval->spec().model_dir == Model());
+  const std::vector<int64_t> shape = retrieval->pixel_shape();
+  CHECK(static_cast<size_t>(shape[0] * shape[1] * shape[2]) == Pixels(0).size());
+  CHECK(retrieval->retrieval() == retrieval);
+  // Each handle refuses the other model's work.
+  CHECK(absl::IsFailedPrecondition((*engine)->SubmitRetrieval(match, std::make_shared<RetrievalWaiter>()).status()));
+  CHECK(absl::IsFailedPrecondition(retrieval->Submit(caption, std::make_shared<WaitingSink>()).status()));
+  // Interleaved: captions and matches in flight together on the one thread.
+  std::vector<std::shared_ptr<WaitingSink>> captions;
+  std::vector<std::shared_ptr<RetrievalWaiter>> matches;
+  for (int i = 0; i < 4; ++i) {
+    captions.push_back(std::make_shared<WaitingSink>());
+    REQUIRE((*engine)->Submit(caption, captions.back()).ok());
+    matches.push_back(std::make_shared<RetrievalWaiter>());
+    REQUIRE(retrieval->SubmitRetrieval(match, matches.back()).ok());
+  }
+  for (int i = 0; i < 4; ++i) {
+    auto got = captions[i]->Wait();
+    REQUIRE(got.ok());
+    CHECK(got->sequences[0].token_ids == caption_alone->sequences[0].token_ids);
+    auto scored = matches[i]->Wait();
+    REQUIRE(scored.ok());
+    for (size_t t = 0; t < texts.size(); ++t) {
+      CHECK(scored->texts[t].similarity == Approx(match_alone->texts[t].similarity).margin(1e-5));
+      CHECK(scored->texts[t].match_probability == Approx(match_alone->texts[t].match_probability).margin(1e-5));
+    }
+  }
+  // One engine: one set of counters, each model's images in its own cache.
+  const EngineStats stats = (*engine)->Stats();
+  CHECK(stats.finished == 8);
+  CHECK(stats.images_encoded == 2);
+  CHECK(stats.image_cache_entries == 2);
+  // Images registered for the generation model are not the retrieval model's.
+  auto registered = std::make_shared<WaitingSink>();
+  auto key = (*engine)->RegisterImage(testing::FixturePixels(opt, "chelsea"), registered);
+  REQUIRE(key.ok());
+  REQUIRE(registered->Wait().ok());
+  auto by_key = retrieval->SubmitRetrieval(RetrievalRequest{{}, *key, texts, true, false},
+                                           std::make_shared<RetrievalWaiter>());
+  CHECK(absl::IsNotFound(by_key.status()));
+  CHECK_THAT(std::string(by_key.status().message()), Catch::Contains("retrieval model"));
+  // The retrieval handle's registrations are its own (another image, so the keys differ).
+  auto own = std::make_shared<WaitingSink>();
+  auto own_key = retrieval->RegisterImage(Pixels(1), own);
+  REQUIRE(own_key.ok());
+  REQUIRE(*own_key != *key);
+  REQUIRE(own->Wait().ok());
+  auto by_own_key = Run(*retrieval, RetrievalRequest{{}, *own_key, texts, true, false});
+  auto by_pixels = Run(*retrieval, RetrievalRequest{Pixels(1), std::nullopt, texts, true, false});
+  REQUIRE(by_own_key.ok());
+  REQUIRE(by_pixels.ok());
+  CHECK(by_own_key->texts[0].similarity == by_pixels->texts[0].similarity);
+  CHECK(retrieval->ReleaseImage(*own_key).ok());
+  CHECK(absl::IsNotFound((*engine)->ReleaseImage(*own_key)));
+  CHECK((*engine)->ReleaseImage(*key).ok());
+}
+
+TEST_CASE("retrieval engine: a second checkpoint must be a retrieval one beside a generation one") {
+  const std::string opt = testing::FixturesDir() + "/blip2-tiny-opt";
+  CHECK((*Engine::Start({opt}))->retrieval() == nullptr);
+  auto itm = Engine::Start({Model()});
+  REQUIRE(itm.ok());
+  CHECK((*itm)->retrieval() == itm->get());
+  auto not_retrieval = Engine::Start({opt}, {}, opt);
+  CHECK(absl::IsInvalidArgument(not_retrieval.status()));
+  CHECK_THAT(std::string(not_retrieval.status().message()), Catch::Contains("is not a retrieval checkpoint"));
+  auto two_retrieval = Engine::Start({Model()}, {}, Model());
+  CHECK(absl::IsInvalidArgument(two_retrieval.status()));
+  CHECK_THAT(std::string(two_retrieval.status().message()), Catch::Contains("is a retrieval checkpoint already"));
 }
 
 }  // namespace
