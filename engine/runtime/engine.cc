@@ -6,6 +6,7 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -184,6 +185,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
                                          " intra-op threads"));
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Loop(); });
+  pthread_setname_np(impl->thread.native_handle(), "blip2-engine");
   std::unique_ptr<Engine> engine(new Engine(impl, impl->rooms.front().get(), /*owner=*/true));
   if (impl->rooms.size() > 1) engine->second_.reset(new Engine(impl, impl->rooms[1].get(), /*owner=*/false));
   return engine;

@@ -1,5 +1,7 @@
 #include "server/grpc/http_server.h"
 
+#include <pthread.h>
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -69,6 +71,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
 HttpServer::HttpServer(int listen_fd, int wake_fd, int port, Handler handler)
     : listen_fd_(listen_fd), wake_fd_(wake_fd), port_(port), handler_(std::move(handler)) {
   thread_ = std::thread([this] { Serve(); });
+  pthread_setname_np(thread_.native_handle(), "blip2-http");
 }
 
 HttpServer::~HttpServer() {

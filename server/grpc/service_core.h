@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 struct ServiceCore {
   ServiceCore(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
               ServerMetrics* metrics)
-      : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads()), writer(1) {}
+      : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads(), "blip2-decode"), writer(1, "blip2-writer") {}
 
   engine::Engine* engine;     // model_dir's: generation, RegisterImage
   engine::Engine* retrieval;  // the handle serving Match and Embed (model_dir's, or retrieval_model_dir's on the same engine thread), or null
