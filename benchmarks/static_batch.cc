@@ -10,7 +10,7 @@
 
 namespace blip2::bench {
 
-double RunStaticBatches(const std::string& model_dir, const std::string& device, const std::string& dtype,
+StaticRun RunStaticBatches(const std::string& model_dir, const std::string& device, const std::string& dtype,
                         const std::vector<std::vector<float>>& images, int64_t batch, int64_t new_tokens) {
   auto model = engine::Blip2Model::Load({model_dir, device, dtype}, /*with_language_model=*/true);
   if (!model.ok()) std::abort();
@@ -19,12 +19,18 @@ double RunStaticBatches(const std::string& model_dir, const std::string& device,
   auto ids = m.InputIds("", std::numeric_limits<int64_t>::max(), new_tokens);
   if (!ids.ok()) std::abort();
   c10::InferenceMode guard;
-  const auto start = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  StaticRun run;
+  const auto start = Clock::now();
   for (size_t first = 0; first < images.size(); first += static_cast<size_t>(batch)) {
     const size_t n = std::min(images.size() - first, static_cast<size_t>(batch));
     std::vector<const std::vector<float>*> pixels;
     for (size_t i = 0; i < n; ++i) pixels.push_back(&images[first + i]);
+    const auto vision_start = Clock::now();
     const at::Tensor projected = m.image_path->Forward(m.PixelBatch(pixels)).projected;
+    if (projected.is_cuda()) projected.cpu();  // wait for the device before reading the clock
+    run.vision_seconds += seconds_since(vision_start);
     std::vector<engine::EncoderInput> prompts;
     for (size_t i = 0; i < n; ++i) prompts.push_back({*ids, projected[static_cast<int64_t>(i)]});
     std::vector<engine::DecoderInput> inputs = m.FirstSteps(prompts);
@@ -41,7 +47,8 @@ double RunStaticBatches(const std::string& model_dir, const std::string& device,
       }
     }
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  run.seconds = seconds_since(start);
+  return run;
 }
 
 }  // namespace blip2::bench

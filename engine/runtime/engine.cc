@@ -74,6 +74,7 @@ struct Engine::Impl {
   Clock::time_point stop_deadline;
   int64_t next_id = 1;                 // request ids and the ids of forked sequences
   EngineStats stats;
+  std::optional<Clock::time_point> idle_since;  // the engine thread is waiting for work
   std::thread thread;
 
   // Engine thread only.
@@ -396,13 +397,16 @@ bool Engine::Healthy() const {
 
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->stats;
+  EngineStats stats = impl_->stats;
+  if (impl_->idle_since) stats.idle_ms += Ms(*impl_->idle_since, Clock::now());
+  return stats;
 }
 
 void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::vector<int64_t>* cancelled,
                              std::vector<std::pair<ModelRoom*, uint64_t>>* released, bool* stop_now) {
   const Clock::time_point start = Clock::now();
   std::unique_lock<std::mutex> lock(mu);
+  idle_since = start;  // Stats() counts a wait still going on
   if (inbox.empty() && cancels.empty() && releases.empty() && active.empty() && !stopping) {
     wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; });
   } else if (inbox.empty() && cancels.empty() && VisionWaiting() && LlmIdle() && retrieval_queue.empty()) {
@@ -416,6 +420,7 @@ void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::
   cancelled->swap(cancels);
   released->swap(releases);
   stats.idle_ms += Ms(start, Clock::now());
+  idle_since.reset();
   *stop_now = stopping && Clock::now() >= stop_deadline;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <chrono>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -226,6 +227,17 @@ TEST_CASE("engine: many requests on one image run the encoder once") {
   const EngineStats stats = (*engine)->Stats();
   CHECK(stats.images_encoded == 1);
   CHECK(stats.image_cache_hits == 11);
+  // Idle time counts a wait still going on: a snapshot taken while the engine
+  // waits has it, and a later one more (it used to be added only at wake-up).
+  const auto waited_since = std::chrono::steady_clock::now();
+  double idle = (*engine)->Stats().idle_ms;
+  while (idle <= stats.idle_ms && std::chrono::steady_clock::now() - waited_since < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    idle = (*engine)->Stats().idle_ms;
+  }
+  CHECK(idle > stats.idle_ms);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK((*engine)->Stats().idle_ms > idle);
 }
 
 TEST_CASE("engine: a registered image is encoded once, pinned until released, then unknown") {
