@@ -3,7 +3,7 @@
 
 The layers, lowest first (docs/architecture.md):
   common <- scheduler <- engine/tokenizer <- engine/model <- engine/generation
-  <- engine/runtime <- server/imaging, server/grpc <- server/cli
+  <- engine/runtime <- server/imaging, server/security (TLS, API keys) <- server/grpc <- server/cli
 proto is generated code that only the server reaches. tests/ and benchmarks/
 may include anything. Usage: check_layering.py [ROOT]; exit 1 on a violation.
 """
@@ -20,10 +20,11 @@ ALLOWED = {
     "engine/runtime": {"common", "scheduler", "engine/tokenizer", "engine/model", "engine/generation",
                        "engine/runtime"},
     "server/imaging": {"common", "engine/model", "server/imaging"},
+    "server/security": {"common", "server/security", "proto"},
     "server/grpc": {"common", "engine/tokenizer", "engine/model", "engine/generation", "engine/runtime",
-                    "server/imaging", "server/grpc", "proto"},
+                    "server/imaging", "server/security", "server/grpc", "proto"},
     "server/cli": {"common", "engine/tokenizer", "engine/model", "engine/generation", "engine/runtime",
-                   "server/imaging", "server/grpc", "server/cli", "proto"},
+                   "server/imaging", "server/security", "server/grpc", "server/cli", "proto"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -38,8 +38,10 @@ constexpr char kUsage[] =
     "  serve --config FILE [--field.path VALUE ...] [--port_file FILE]\n"
     "      The gRPC server (docs/server.md).\n"
     "  client caption|answer|generate|batch|register|release|info|health|match|embed\n"
-    "         --target HOST:PORT ...\n"
-    "      Calls a running server.\n";
+    "         --target HOST:PORT [--tls [--ca FILE] [--cert FILE --key FILE]]\n"
+    "         [--api-key-file FILE] ...\n"
+    "      Calls a running server (TLS: trusting --ca, or the system's roots; mTLS with\n"
+    "      --cert/--key; the API key from FILE or the BLIP2_API_KEY environment variable).\n";
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // blip2 client: calls a running server. One subcommand per RPC.
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -16,6 +17,7 @@
 #include "server/cli/commands.h"
 #include "server/cli/decoding_flags.h"
 #include "server/grpc/retrieval_output.h"
+#include "server/security/tls.h"
 
 namespace blip2::server {
 namespace {
@@ -49,6 +51,20 @@ void SetDeadline(const CliFlags& flags, grpc::ClientContext* ctx) {
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
+// The API key: from --api-key-file (its first line) or BLIP2_API_KEY; never a
+// flag's value, which other users of the machine could read in `ps`.
+absl::StatusOr<std::string> ApiKeyFromFlags(const CliFlags& flags) {
+  if (flags.Has("api-key-file")) {
+    auto text = common::ReadFile(flags.Get("api-key-file", ""));
+    if (!text.ok()) return text.status();
+    std::string key = text->substr(0, text->find('\n'));
+    while (!key.empty() && (key.back() == '\r' || key.back() == ' ')) key.pop_back();
+    return key;
+  }
+  const char* env = std::getenv("BLIP2_API_KEY");
+  return std::string(env != nullptr ? env : "");
+}
+
 }  // namespace
 
 int RunClient(const std::vector<std::string>& args) {
@@ -58,9 +74,9 @@ int RunClient(const std::vector<std::string>& args) {
   }
   const std::string call = args[0];
   std::vector<std::string> known = {"target", "image", "image-id", "prompt", "question", "timeout-ms", "priority",
-                                    "service", "text"};
+                                    "service", "text", "ca", "cert", "key", "api-key-file"};
   known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
-  auto flags = CliFlags::Parse(std::vector<std::string>(args.begin() + 1, args.end()), known, {"ids"});
+  auto flags = CliFlags::Parse(std::vector<std::string>(args.begin() + 1, args.end()), known, {"ids", "tls"});
   if (!flags.ok()) return Fail(flags.status());
   auto overrides = OverridesFromFlags(*flags);
   if (!overrides.ok()) return Fail(overrides.status());
@@ -70,11 +86,19 @@ int RunClient(const std::vector<std::string>& args) {
 
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"),
-                                           grpc::InsecureChannelCredentials(), channel_args);
+  const ClientTls tls{flags->Has("tls"), flags->Get("ca", ""), flags->Get("cert", ""), flags->Get("key", "")};
+  if (!tls.enabled && (flags->Has("ca") || flags->Has("cert") || flags->Has("key"))) {
+    return Fail(absl::InvalidArgumentError("--ca, --cert and --key need --tls"));
+  }
+  auto credentials = GrpcChannelCredentials(tls);
+  if (!credentials.ok()) return Fail(credentials.status());
+  auto api_key = ApiKeyFromFlags(*flags);
+  if (!api_key.ok()) return Fail(api_key.status());
+  auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), *credentials, channel_args);
   auto stub = v1::Blip2::NewStub(channel);
   grpc::ClientContext ctx;
   SetDeadline(*flags, &ctx);
+  if (!api_key->empty()) ctx.AddMetadata("authorization", "Bearer " + *api_key);
 
   if (call == "caption" || call == "answer") {
     auto image = ImageFromFlags(*flags);

@@ -1,5 +1,5 @@
 // blip2 serve: the gRPC server until SIGTERM or SIGINT, then a graceful drain
-// and exit code 0.
+// and exit code 0. SIGHUP re-reads the API keys.
 #include <signal.h>
 
 #include <cstdio>
@@ -20,6 +20,7 @@ int RunServe(const std::vector<std::string>& args) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::map<std::string, std::string> own;
@@ -40,7 +41,10 @@ int RunServe(const std::vector<std::string>& args) {
     std::rename(tmp.c_str(), own["port_file"].c_str());
   }
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    spdlog::info("received SIGHUP; reloading the API keys");
+    (*server)->Reload().IgnoreError();  // logged; the keys in use stay
+  }
   spdlog::info("received {}; shutting down", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   (*server)->Drain(std::chrono::milliseconds(static_cast<int64_t>(cfg->drain_grace_seconds() * 1000)));
   return 0;

@@ -242,8 +242,8 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
 }  // namespace
 
 Blip2Service::Blip2Service(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
-                           ServerMetrics* metrics)
-    : core_(engine, retrieval, cfg, metrics) {}
+                           ServerMetrics* metrics, ApiKeys* keys)
+    : core_(engine, retrieval, cfg, metrics, keys) {}
 
 grpc::ServerUnaryReactor* Blip2Service::Match(grpc::CallbackServerContext* ctx, const v1::MatchRequest* request,
                                               v1::MatchResponse* response) {

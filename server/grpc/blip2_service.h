@@ -12,9 +12,10 @@ namespace blip2::server {
 
 class Blip2Service final : public v1::Blip2::CallbackService {
  public:
-  // `retrieval`: the handle serving Match and Embed (engine->retrieval()), or null.
+  // `retrieval`: the handle serving Match and Embed (engine->retrieval()), or
+  // null; `keys`: the API keys every call must carry, or null.
   Blip2Service(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
-               ServerMetrics* metrics);
+               ServerMetrics* metrics, ApiKeys* keys);
 
   // New calls get UNAVAILABLE from now on; calls in flight go on.
   void StartDraining() { core_.draining = true; }

@@ -13,6 +13,8 @@
 #include "server/grpc/http_server.h"
 #include "server/grpc/server_config.h"
 #include "server/grpc/server_metrics.h"
+#include "server/security/api_keys.h"
+#include "server/security/tls.h"
 
 namespace blip2::server {
 namespace {
@@ -55,6 +57,7 @@ struct Blip2Server::Impl {
   config::ServerConfig cfg;
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<ApiKeys> keys;  // when security.api_keys_file is set
   std::unique_ptr<Blip2Service> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<HttpServer> http;
@@ -71,6 +74,12 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   RETURN_IF_ERROR(ValidateServerConfig(cfg));
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
+  // Security first: a bad certificate or key file fails before the model loads.
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ServerCredentials> credentials,
+                   GrpcServerCredentials(cfg.security()));
+  if (!cfg.security().api_keys_file().empty()) {
+    ASSIGN_OR_RETURN(impl->keys, ApiKeys::Load(cfg.security().api_keys_file()));
+  }
   const auto loading = std::chrono::steady_clock::now();
   // A retrieval_model_dir is served by the same engine thread as model_dir.
   ASSIGN_OR_RETURN(impl->engine,
@@ -83,7 +92,8 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   spdlog::info("model loaded{} in {:.2f} s", cfg.warmup() ? " and warmed up" : "",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count());
   impl->metrics = std::make_unique<ServerMetrics>(impl->engine.get());
-  impl->service = std::make_unique<Blip2Service>(impl->engine.get(), retrieval, cfg, impl->metrics.get());
+  impl->service = std::make_unique<Blip2Service>(impl->engine.get(), retrieval, cfg, impl->metrics.get(),
+                                                 impl->keys.get());
 
   if (cfg.metrics_port() >= 0) {
     Impl* raw = impl.get();
@@ -102,8 +112,7 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(cfg.host(), ":", cfg.port()), grpc::InsecureServerCredentials(),
-                           &impl->port);
+  builder.AddListeningPort(absl::StrCat(cfg.host(), ":", cfg.port()), credentials, &impl->port);
   // gRPC itself refuses messages far beyond the limit (RESOURCE_EXHAUSTED);
   // up to twice the limit the service answers INVALID_ARGUMENT naming it.
   const int64_t transport_limit = std::min<int64_t>(INT32_MAX, 2 * cfg.limits().max_message_bytes());
@@ -117,7 +126,11 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   health->SetServingStatus(true);
   health->SetServingStatus("blip2.v1.Blip2", true);
   impl->serving = true;
-  spdlog::info("serving blip2.v1.Blip2 on {}:{}{}", cfg.host(), impl->port,
+  spdlog::info("serving blip2.v1.Blip2 on {}:{} ({}{}){}", cfg.host(), impl->port,
+               cfg.security().tls_cert_file().empty() ? "plaintext"
+               : cfg.security().tls_client_ca_file().empty() ? "TLS"
+                                                              : "mutual TLS",
+               impl->keys ? absl::StrCat(", ", impl->keys->size(), " API keys") : std::string(),
                impl->http ? absl::StrCat("; metrics on http://", cfg.host(), ":", impl->http->port(), "/metrics")
                           : std::string());
   return std::unique_ptr<Blip2Server>(new Blip2Server(std::move(impl)));
@@ -128,6 +141,8 @@ int Blip2Server::port() const { return impl_->port; }
 int Blip2Server::metrics_port() const { return impl_->http ? impl_->http->port() : -1; }
 
 std::string Blip2Server::RenderMetrics() const { return impl_->metrics->registry.Render(); }
+
+absl::Status Blip2Server::Reload() { return impl_->keys ? impl_->keys->Reload() : absl::OkStatus(); }
 
 void Blip2Server::Drain(std::chrono::milliseconds grace) {
   Impl& m = *impl_;

@@ -24,6 +24,9 @@ class Blip2Server {
   void Drain(std::chrono::milliseconds grace);
   // The /metrics text, as a scrape would see it.
   std::string RenderMetrics() const;
+  // SIGHUP: re-reads the API keys file now (certificates are watched on
+  // their own, security.tls_refresh_seconds). OK when there is none.
+  absl::Status Reload();
 
  private:
   struct Impl;

@@ -92,6 +92,7 @@ config::ServerConfig DefaultServerConfig() {
   l->set_max_registered_images(e.max_registered_images);
   l->set_max_texts(e.max_texts);
   l->set_max_text_tokens(e.max_text_tokens);
+  c.mutable_security()->set_tls_refresh_seconds(60);
   return c;
 }
 

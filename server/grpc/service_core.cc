@@ -23,6 +23,13 @@ CallRecord::~CallRecord() {
 }
 
 absl::Status CallRecord::Admit(bool model_call) {
+  if (core_->keys != nullptr) {
+    const auto& metadata = ctx_->client_metadata();
+    const auto given = metadata.find("authorization");
+    const absl::Status key = core_->keys->Check(
+        given == metadata.end() ? absl::string_view() : absl::string_view(given->second.data(), given->second.size()));
+    if (!key.ok()) return key;
+  }
   if (core_->draining.load()) return absl::UnavailableError("the server is shutting down; retry on another replica");
   if (!model_call) return absl::OkStatus();
   const config::Limits& limits = core_->cfg.limits();

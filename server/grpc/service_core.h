@@ -13,6 +13,7 @@
 #include "common/thread_pool.h"
 #include "engine/runtime/engine.h"
 #include "server/grpc/server_metrics.h"
+#include "server/security/api_keys.h"
 #include "server_config.pb.h"
 
 namespace blip2::server {
@@ -21,13 +22,20 @@ using Clock = std::chrono::steady_clock;
 
 struct ServiceCore {
   ServiceCore(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
-              ServerMetrics* metrics)
-      : engine(engine), retrieval(retrieval), cfg(cfg), metrics(metrics), pool(cfg.preprocess_threads(), "blip2-decode"), writer(1, "blip2-writer") {}
+              ServerMetrics* metrics, ApiKeys* keys)
+      : engine(engine),
+        retrieval(retrieval),
+        cfg(cfg),
+        metrics(metrics),
+        keys(keys),
+        pool(cfg.preprocess_threads(), "blip2-decode"),
+        writer(1, "blip2-writer") {}
 
   engine::Engine* engine;     // model_dir's: generation, RegisterImage
   engine::Engine* retrieval;  // the handle serving Match and Embed (model_dir's, or retrieval_model_dir's on the same engine thread), or null
   const config::ServerConfig cfg;
   ServerMetrics* metrics;
+  ApiKeys* keys;              // null: no key needed
   common::ThreadPool pool;    // image decoding and preprocessing, off the gRPC threads
   common::ThreadPool writer;  // starts stream writes, off the engine thread
   std::atomic<bool> draining{false};
@@ -43,6 +51,7 @@ class CallRecord {
   CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc);
   ~CallRecord();  // releases the admission
 
+  // UNAUTHENTICATED without a valid API key (when the server has keys),
   // UNAVAILABLE while draining; for model calls (`model_call`) also
   // RESOURCE_EXHAUSTED at max_concurrent_streams or max_queued_requests.
   absl::Status Admit(bool model_call);

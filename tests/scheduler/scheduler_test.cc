@@ -102,7 +102,7 @@ TEST_CASE("scheduler: requests join and leave every step (continuous batching)")
         Trace{"P1:4", "D1 P2:6", "D1 D2 P3:3 F2 F3", "D1 F1", ""});
 }
 
-TEST_CASE("scheduler: max_batched_tokens holds a prefill back; max_num_seqs holds a sequence back") {
+TEST_CASE("scheduler: max_batched_tokens holds a prefill back, max_num_seqs holds a sequence back") {
   SchedulerConfig tokens;
   tokens.max_batched_tokens = 12;
   CHECK(Simulate(tokens, {{0, Req(1, 9, 3)}, {0, Req(2, 9, 3)}}, 4) == Trace{"P1:9", "D1 P2:9", "D1 D2 F1", "D2 F2"});
@@ -168,7 +168,7 @@ TEST_CASE("scheduler: lower priority values are admitted first, FIFO within a cl
         Trace{"P2:2 F2", "P3:2 F3", "P1:2 F1"});
 }
 
-TEST_CASE("scheduler: cancel takes effect at the next step; unknown ids are harmless") {
+TEST_CASE("scheduler: cancel takes effect at the next step, unknown ids are harmless") {
   SchedulerConfig c;
   std::unique_ptr<Scheduler> s;
   CHECK(Simulate(c, {{0, Req(1, 4, 10)}, {0, Req(2, 4, 3)}}, 4, {{2, Event::kCancel, 1}, {2, Event::kCancel, 99}}, &s) ==

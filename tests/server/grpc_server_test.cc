@@ -124,7 +124,7 @@ TEST_CASE("Caption and Answer use the released prompt conventions") {
   CHECK(answered.usage().prompt_tokens() == streamed.messages.back().final().usage().prompt_tokens());
 }
 
-TEST_CASE("A slow reader gets tokens coalesced into fewer messages; the engine does not wait for it") {
+TEST_CASE("A slow reader gets tokens coalesced into fewer messages, the engine does not wait for it") {
   const std::string model = SERVED_MODEL();
   INFO(model);
   TestServer server(TestConfig(ModelDir(model, /*long_context=*/true)));
@@ -359,7 +359,7 @@ TEST_CASE("An image over max_image_pixels is refused before decoding") {
   CHECK(server.stub().Caption(&small_ctx, request, &out).ok());
 }
 
-TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only itself") {
+TEST_CASE("GenerateBatch streams each item's own result, a bad item fails only itself") {
   const std::string model = SERVED_MODEL();
   INFO(model);
   TestServer server(TestConfig(ModelDir(model)));
@@ -396,7 +396,7 @@ TEST_CASE("GenerateBatch streams each item's own result; a bad item fails only i
   CHECK(r.messages.back().final().sequences(0).text() == results[0].completion().sequences(0).text());
 }
 
-TEST_CASE("A registered image skips decoding and the encoder; release forgets it") {
+TEST_CASE("A registered image skips decoding and the encoder, release forgets it") {
   const std::string model = SERVED_MODEL();
   INFO(model);
   TestServer server(TestConfig(ModelDir(model)));

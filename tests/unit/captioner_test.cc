@@ -79,7 +79,7 @@ TEST_CASE("captioner: a stop string that spans tokens ends generation and is cut
   CHECK(streamed == r->sequences[0].text);
 }
 
-TEST_CASE("captioner: sampling is reproducible with a seed; top_k 1 is greedy") {
+TEST_CASE("captioner: sampling is reproducible with a seed, top_k 1 is greedy") {
   Fixture f;
   GenerationOverrides o = MaxNew(10);
   o.temperature = 1.0;
@@ -129,7 +129,7 @@ TEST_CASE("captioner: bad requests are refused with a clear error, and the next 
   CHECK(ok->sequences[0].token_ids.size() == 3);
 }
 
-TEST_CASE("captioner: the prompt layout is <image> x Q, BOS, prompt; VQA uses the released prompt") {
+TEST_CASE("captioner: the prompt layout is <image> x Q, BOS, prompt, VQA uses the released prompt") {
   Fixture f;
   auto ids = f.captioner->InputIds(QuestionPrompt("what animal is this?"));
   REQUIRE(ids.ok());

@@ -131,7 +131,7 @@ class FailingRunner : public ModelRunner {
   int fail_at_;
 };
 
-TEST_CASE("engine: a model step that throws fails exactly the requests in that step; the rest and later ones finish") {
+TEST_CASE("engine: a model step that throws fails exactly the requests in that step, the rest and later ones finish") {
   EngineConfig config;
   config.max_num_seqs = 3;  // at most three sequences per step: the others wait outside the failing one
   FailingRunner* failing = nullptr;

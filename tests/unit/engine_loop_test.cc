@@ -464,7 +464,7 @@ TEST_CASE("engine: a deadline ends a request with DEADLINE_EXCEEDED and frees it
   CHECK((*engine)->Stats().kv_blocks_used == 0);
 }
 
-TEST_CASE("engine: a model error fails only the requests of that step; the engine keeps serving") {
+TEST_CASE("engine: a model error fails only the requests of that step, the engine keeps serving") {
   // A tokenizer that knows a token the model's embedding table does not have.
   const std::string dir = testing::MakeTempDir();
   for (const auto& entry : std::filesystem::directory_iterator(Model())) {

@@ -32,7 +32,7 @@ TEST_CASE("generation params: defaults come from generation_config.json") {
   CHECK(ResolveGenerationParams(no_max, {}, {})->max_new_tokens == 20);  // max_length counts new tokens
 }
 
-TEST_CASE("generation params: sampling knobs turn sampling on; temperature 0 means greedy") {
+TEST_CASE("generation params: sampling knobs turn sampling on, temperature 0 means greedy") {
   GenerationOverrides o;
   o.top_p = 0.9;
   CHECK(ResolveGenerationParams({}, o, {})->do_sample);

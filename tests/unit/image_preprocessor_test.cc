@@ -29,7 +29,7 @@ TEST_CASE("resize: a flat image stays flat at any scale") {
   }
 }
 
-TEST_CASE("resize: same size is the identity; one changed axis touches only that axis") {
+TEST_CASE("resize: same size is the identity, one changed axis touches only that axis") {
   const RgbImage img = Noise(224, 224, 1);
   CHECK(ResizeBicubicAntialias(img, 224, 224).pixels == img.pixels);
   // Only the height changes: each column is filtered on its own, so a column of

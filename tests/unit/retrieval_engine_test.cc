@@ -34,7 +34,7 @@ absl::StatusOr<RetrievalResult> Run(Engine& engine, RetrievalRequest request) {
   return sink->Wait();
 }
 
-TEST_CASE("retrieval engine: match scores every text; the image is encoded once; texts-only embeds") {
+TEST_CASE("retrieval engine: match scores every text, the image is encoded once, texts-only embeds") {
   auto engine = Engine::Start({Model()});
   REQUIRE(engine.ok());
   CHECK((*engine)->serves_retrieval());
@@ -96,7 +96,7 @@ TEST_CASE("retrieval engine: concurrent requests batch their texts and get their
   }
 }
 
-TEST_CASE("retrieval engine: bad requests are refused naming the problem; long texts are cut and flagged") {
+TEST_CASE("retrieval engine: bad requests are refused naming the problem, long texts are cut and flagged") {
   EngineConfig config;
   config.max_texts = 2;
   config.max_text_tokens = 4;
