@@ -14,6 +14,7 @@ Examples:
     python3 clients/python/blip2_client.py generate photo.jpg --prompt "a photo of" --max-new-tokens 20
     python3 clients/python/blip2_client.py batch a.jpg b.jpg c.jpg
     python3 clients/python/blip2_client.py info
+    BLIP2_API_KEY=... python3 clients/python/blip2_client.py --tls --ca ca.pem --target host:50051 info
 """
 import argparse
 import os
@@ -60,11 +61,43 @@ def image(pb, path):
         return pb.Image(data=f.read())
 
 
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel(grpc, args):
+    if not args.tls:
+        if args.ca or args.cert or args.key:
+            sys.exit("blip2_client: --ca, --cert and --key need --tls")
+        return grpc.insecure_channel(args.target)
+    if bool(args.cert) != bool(args.key):
+        sys.exit("blip2_client: a client certificate needs its key (--cert with --key)")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca) if args.ca else None,
+        private_key=read(args.key) if args.key else None,
+        certificate_chain=read(args.cert) if args.cert else None)
+    return grpc.secure_channel(args.target, credentials)
+
+
+def api_key(args):
+    """From --api-key-file (its first line) or $BLIP2_API_KEY; never a flag value, which `ps` shows."""
+    if args.api_key_file:
+        with open(args.api_key_file) as f:
+            return f.readline().strip()
+    return os.environ.get("BLIP2_API_KEY", "")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default=os.environ.get("BLIP2_TARGET", "127.0.0.1:50051"))
     parser.add_argument("--stubs", default=os.environ.get("BLIP2_PY_STUBS", DEFAULT_STUBS))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    parser.add_argument("--tls", action="store_true", help="TLS, trusting --ca (default: the system's roots)")
+    parser.add_argument("--ca", help="PEM CA bundle that signed the server's certificate")
+    parser.add_argument("--cert", help="PEM client certificate (mutual TLS), with --key")
+    parser.add_argument("--key", help="PEM key of --cert")
+    parser.add_argument("--api-key-file", help="a file whose first line is the API key (default: $BLIP2_API_KEY)")
     for field, kind in OPTION_FLAGS.items():
         parser.add_argument("--" + field.replace("_", "-"), type=kind)
     parser.add_argument("--do-sample", action="store_true")
@@ -88,20 +121,22 @@ def main():
     import grpc
 
     pb, pb_grpc = load_stubs(args.stubs)
-    stub = pb_grpc.Blip2Stub(grpc.insecure_channel(args.target))
+    stub = pb_grpc.Blip2Stub(channel(grpc, args))
+    # Every call's deadline and, when there is a key, "authorization: Bearer KEY".
+    kw = {"timeout": args.timeout, "metadata": [("authorization", "Bearer " + key)] if (key := api_key(args)) else None}
     options = decoding_options(pb, args)
     try:
         if args.call == "caption":
-            done = stub.Caption(pb.CaptionRequest(image=image(pb, args.image), options=options), timeout=args.timeout)
+            done = stub.Caption(pb.CaptionRequest(image=image(pb, args.image), options=options), **kw)
             for s in done.sequences:
                 print(s.text)
         elif args.call == "answer":
             request = pb.AnswerRequest(image=image(pb, args.image), question=args.question, options=options)
-            for s in stub.Answer(request, timeout=args.timeout).sequences:
+            for s in stub.Answer(request, **kw).sequences:
                 print(s.text)
         elif args.call == "generate":
             request = pb.GenerateRequest(image=image(pb, args.image), prompt=args.prompt, options=options)
-            for message in stub.Generate(request, timeout=args.timeout):
+            for message in stub.Generate(request, **kw):
                 if message.HasField("final"):
                     print()
                     u = message.final.usage
@@ -113,7 +148,7 @@ def main():
             items = [pb.BatchItem(image=image(pb, path)) for path in args.images]
             failed = 0
             for result in stub.GenerateBatch(pb.GenerateBatchRequest(items=items, options=options),
-                                             timeout=args.timeout):
+                                             **kw):
                 if result.code == 0:
                     print(f"{result.index}\t{result.completion.sequences[0].text}")
                 else:
@@ -122,9 +157,9 @@ def main():
                           f"{result.message}")
             return 1 if failed else 0
         elif args.call == "info":
-            print(stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout))
+            print(stub.GetModelInfo(pb.GetModelInfoRequest(), **kw))
         elif args.call == "rank":
-            response = stub.Match(pb.MatchRequest(image=image(pb, args.image), texts=args.texts), timeout=args.timeout)
+            response = stub.Match(pb.MatchRequest(image=image(pb, args.image), texts=args.texts), **kw)
             # Best ITM match first; the same lines `blip2 client match` prints.
             for m in sorted(response.matches, key=lambda m: -m.match_probability):
                 cut = "\t(truncated)" if m.truncated else ""

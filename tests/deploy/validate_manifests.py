@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks deploy/ against the server it deploys: every Kubernetes manifest
-parses; the Deployment's ports, gRPC health probes, resources, volumes and
+parses; the Deployment's ports, health probes (/healthz over HTTP when the
+gRPC port speaks TLS, which the kubelet's gRPC probe cannot), the Secret
+holding every security file the config names, resources, volumes and
 grace period agree with the server config in the ConfigMap (grace period >=
 preStop sleep + drain_grace_seconds); Services, PodDisruptionBudget and the
 autoscaler select or target the Deployment; the autoscaler's metric is a gauge
@@ -22,13 +24,18 @@ import yaml
 def load(root):
     docs = {}
     for path in sorted(glob.glob(os.path.join(root, "deploy", "k8s", "*.yaml"))):
+        if os.path.basename(path) == "kustomization.yaml":
+            with open(path) as f:
+                docs["kustomization"] = yaml.safe_load(f)
+            continue
         with open(path) as f:
             docs[os.path.basename(path)] = [d for d in yaml.safe_load_all(f) if d is not None]
     return docs
 
 
 def by_kind(docs, kind):
-    return [d for ds in docs.values() for d in ds if isinstance(d, dict) and d.get("kind") == kind]
+    return [d for name, ds in docs.items() if name != "kustomization" for d in ds
+            if isinstance(d, dict) and d.get("kind") == kind]
 
 
 def config_value(text, field, cast=str):
@@ -59,9 +66,27 @@ def check(docs, root):
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     need(ports.get("grpc") == port, f"container port grpc == config port {port}")
     need(ports.get("metrics") == metrics_port, f"container port metrics == config metrics_port {metrics_port}")
+    tls = re.search(r"^\s*tls_cert_file:", server, re.M) is not None
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c.get(probe, {})
-        need(p.get("grpc", {}).get("port") == port, f"{probe} uses grpc.health.v1 on port {port}")
+        http = p.get("httpGet", {})
+        on_healthz = http.get("path") == "/healthz" and http.get("port") in ("metrics", metrics_port)
+        if tls:
+            need(on_healthz, f"{probe} asks /healthz on the metrics port (the gRPC port speaks TLS)")
+        else:
+            need(on_healthz or p.get("grpc", {}).get("port") == port,
+                 f"{probe} uses grpc.health.v1 on port {port} or /healthz on the metrics port")
+    # Every file the security block names comes from a mounted Secret that the
+    # kustomization generates with that file.
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    generated = {g["name"]: [os.path.basename(f) for f in g.get("files", [])]
+                 for g in docs.get("kustomization", {}).get("secretGenerator", [])}
+    for path in re.findall(r'^\s*\w+_file:\s*"([^"]+)"', server, re.M):
+        mount = next((m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        secret = volumes.get(mount["name"], {}).get("secret", {}).get("secretName") if mount else None
+        need(secret is not None, f"{path} is on a mounted Secret")
+        need(os.path.basename(path) in generated.get(secret, []),
+             f"the kustomization's Secret {secret} holds {os.path.basename(path)}")
     res = c.get("resources", {})
     for key in ("cpu", "memory", "nvidia.com/gpu"):
         need(key in res.get("requests", {}), f"resources.requests.{key}")
@@ -115,7 +140,12 @@ def main():
     dep = lambda d: by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]
     breaks = {
         "grace period below the drain": lambda d: dep(d).update(terminationGracePeriodSeconds=5),
-        "readiness probe over HTTP": lambda d: dep(d)["containers"][0].update(readinessProbe={"httpGet": {"port": 9090}}),
+        "gRPC probe against the TLS port": lambda d: dep(d)["containers"][0].update(readinessProbe={"grpc": {"port": 50051}}),
+        "probe on another path": lambda d: dep(d)["containers"][0].update(
+            livenessProbe={"httpGet": {"path": "/metrics", "port": "metrics"}}),
+        "secrets not mounted": lambda d: dep(d)["containers"][0].update(
+            volumeMounts=[m for m in dep(d)["containers"][0]["volumeMounts"] if m["name"] != "secrets"]),
+        "key file not in the Secret": lambda d: d["kustomization"]["secretGenerator"][0]["files"].remove("secrets/api_keys"),
         "no GPU limit": lambda d: dep(d)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"),
         "service selecting nothing": lambda d: by_kind(d, "Service")[0]["spec"].update(selector={"app": "x"}),
     }
@@ -125,7 +155,7 @@ def main():
             print("FAIL: the checks missed", name)
     if problems:
         return 1
-    print(f"deploy/k8s: {sum(len(v) for v in docs.values())} manifests valid; {len(breaks)} deliberate breaks caught")
+    print(f"deploy/k8s: {sum(len(v) for k, v in docs.items() if k != 'kustomization')} manifests valid; {len(breaks)} deliberate breaks caught")
     return 0
 
 

@@ -220,6 +220,21 @@ TEST_CASE("security: blip2 client speaks TLS and sends the API key from a file o
   setenv("BLIP2_API_KEY", "client-key", 1);
   CHECK(with({"--tls", "--ca", Cert("ca.pem")}).exit_code == 0);
   unsetenv("BLIP2_API_KEY");
+
+  // The Python client (Debian's python3-grpcio) likewise.
+  const std::vector<std::string> python = {"/usr/bin/python3", std::string(BLIP2_SOURCE_DIR) + "/clients/python/blip2_client.py",
+                                           "--stubs", BLIP2_PY_STUBS, "--target", server.target()};
+  auto py = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = python;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("info");
+    return RunProcess(argv);
+  };
+  const ProcessResult py_ok = py({"--tls", "--ca", Cert("ca.pem"), "--api-key-file", keys});
+  CHECK(py_ok.exit_code == 0);
+  CHECK_THAT(py_ok.out, Catch::Contains("blip2-tiny-opt"));
+  CHECK(py({"--tls", "--ca", Cert("ca.pem")}).exit_code != 0);
+  CHECK(py({"--api-key-file", keys}).exit_code != 0);
 }
 
 }  // namespace
