@@ -21,10 +21,15 @@ ALLOWED = {
                        "engine/runtime"},
     "server/imaging": {"common", "engine/model", "server/imaging"},
     "server/security": {"common", "server/security", "proto"},
+    # grpc/ and http/ are the two fronts of one library: http/ runs its
+    # requests through grpc/'s ServiceCore and EngineJob, and grpc/'s
+    # Blip2Server (grpc_server.cc) starts the HTTP front.
     "server/grpc": {"common", "engine/tokenizer", "engine/model", "engine/generation", "engine/runtime",
-                    "server/imaging", "server/security", "server/grpc", "proto"},
+                    "server/imaging", "server/security", "server/grpc", "server/http", "proto"},
+    "server/http": {"common", "engine/tokenizer", "engine/model", "engine/generation", "engine/runtime",
+                    "server/imaging", "server/security", "server/grpc", "server/http", "proto"},
     "server/cli": {"common", "engine/tokenizer", "engine/model", "engine/generation", "engine/runtime",
-                   "server/imaging", "server/security", "server/grpc", "server/cli", "proto"},
+                   "server/imaging", "server/security", "server/grpc", "server/http", "server/cli", "proto"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

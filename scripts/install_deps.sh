@@ -13,7 +13,7 @@ apt-get install -y -qq --no-install-recommends \
   python3 python3-pip \
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc \
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev \
-  libspdlog-dev nlohmann-json3-dev catch2 zlib1g-dev libssl-dev openssl curl \
+  libspdlog-dev nlohmann-json3-dev catch2 zlib1g-dev libssl-dev openssl curl libboost-dev \
   python3-grpcio python3-protobuf python3-yaml prometheus nginx-light >/dev/null
 
 # LibTorch comes from the torch wheel (Debian's libtorch-dev is 1.13, too old).

@@ -37,7 +37,8 @@ int RunServe(const std::vector<std::string>& args) {
   if (own.count("port_file")) {
     // Written once listening, so a supervisor (or a test) can wait for it.
     const std::string tmp = own["port_file"] + ".tmp";
-    std::ofstream(tmp) << (*server)->port() << " " << (*server)->metrics_port() << "\n";
+    // "GRPC_PORT METRICS_PORT HTTP_PORT" (-1 for a port that is off).
+    std::ofstream(tmp) << (*server)->port() << " " << (*server)->metrics_port() << " " << (*server)->http_port() << "\n";
     std::rename(tmp.c_str(), own["port_file"].c_str());
   }
   int signal_number = 0;

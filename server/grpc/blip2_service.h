@@ -20,6 +20,9 @@ class Blip2Service final : public v1::Blip2::CallbackService {
   // New calls get UNAVAILABLE from now on; calls in flight go on.
   void StartDraining() { core_.draining = true; }
   int64_t calls_in_flight() const { return core_.in_flight.load(); }
+  // What every front shares: engine, pools, admission, metrics (the HTTP
+  // front runs its requests through it too).
+  ServiceCore& core() { return core_; }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
                                                            const v1::GenerateRequest* request) override;

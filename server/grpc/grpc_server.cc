@@ -1,5 +1,6 @@
 #include "server/grpc/grpc_server.h"
 
+#include <filesystem>
 #include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -13,6 +14,7 @@
 #include "server/grpc/http_server.h"
 #include "server/grpc/server_config.h"
 #include "server/grpc/server_metrics.h"
+#include "server/http/http_front.h"
 #include "server/security/api_keys.h"
 #include "server/security/tls.h"
 
@@ -61,6 +63,7 @@ struct Blip2Server::Impl {
   std::unique_ptr<Blip2Service> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<HttpFront> openai;  // the OpenAI-compatible API, when http_port >= 0
   std::atomic<bool> serving{false};
   int port = 0;
   bool drained = false;
@@ -109,6 +112,12 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
     }));
   }
 
+  if (cfg.http_port() >= 0) {
+    const std::string model = std::filesystem::path(cfg.model_dir()).lexically_normal().filename().string();
+    ASSIGN_OR_RETURN(impl->openai, HttpFront::Start(&impl->service->core(), cfg.host(), cfg.http_port(),
+                                                    cfg.http_threads(), model));
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -133,10 +142,13 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
                impl->keys ? absl::StrCat(", ", impl->keys->size(), " API keys") : std::string(),
                impl->http ? absl::StrCat("; metrics on http://", cfg.host(), ":", impl->http->port(), "/metrics")
                           : std::string());
+  if (impl->openai) spdlog::info("serving the OpenAI API on http://{}:{}/v1", cfg.host(), impl->openai->port());
   return std::unique_ptr<Blip2Server>(new Blip2Server(std::move(impl)));
 }
 
 int Blip2Server::port() const { return impl_->port; }
+
+int Blip2Server::http_port() const { return impl_->openai ? impl_->openai->port() : -1; }
 
 int Blip2Server::metrics_port() const { return impl_->http ? impl_->http->port() : -1; }
 
@@ -166,6 +178,7 @@ void Blip2Server::Drain(std::chrono::milliseconds grace) {
   // Streams that are not ours (health Watch) are cancelled after a moment.
   m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   m.server->Wait();
+  m.openai.reset();  // after the engine: every request's callbacks have run
   m.http.reset();
   spdlog::info("drained");
 }

@@ -19,6 +19,7 @@ class Blip2Server {
 
   int port() const;
   int metrics_port() const;  // -1 when off
+  int http_port() const;     // the OpenAI-compatible API's; -1 when off
   // Health NOT_SERVING, new calls UNAVAILABLE, calls in flight get `grace` to
   // finish (then they end UNAVAILABLE), then the server stops.
   void Drain(std::chrono::milliseconds grace);

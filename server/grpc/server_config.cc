@@ -66,6 +66,8 @@ config::ServerConfig DefaultServerConfig() {
   c.set_host("0.0.0.0");
   c.set_port(50051);
   c.set_metrics_port(9090);
+  c.set_http_port(-1);
+  c.set_http_threads(2);
   c.set_log_level("info");
   c.set_drain_grace_seconds(30);
   c.set_preprocess_threads(2);
@@ -145,6 +147,10 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   if (c.metrics_port() < -1 || c.metrics_port() > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("metrics_port out of range: ", c.metrics_port()));
   }
+  if (c.http_port() < -1 || c.http_port() > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("http_port out of range: ", c.http_port()));
+  }
+  RETURN_IF_ERROR(Positive(c.http_threads(), "http_threads"));
   if (c.drain_grace_seconds() < 0) return absl::InvalidArgumentError("drain_grace_seconds must not be negative");
   RETURN_IF_ERROR(Positive(c.preprocess_threads(), "preprocess_threads"));
   if (c.intra_op_threads() < 0) return absl::InvalidArgumentError("intra_op_threads must not be negative");

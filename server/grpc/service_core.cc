@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace blip2::server {
 
@@ -18,33 +19,41 @@ CallRecord::CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, cons
   ctx->AddInitialMetadata("x-request-id", id_);
 }
 
-CallRecord::~CallRecord() {
-  if (admitted_) core_->metrics->calls_in_flight.Set({}, static_cast<double>(--core_->in_flight));
+absl::Status ServiceCore::Authenticate(absl::string_view authorization) const {
+  return keys == nullptr ? absl::OkStatus() : keys->Check(authorization);
 }
 
-absl::Status CallRecord::Admit(bool model_call) {
-  if (core_->keys != nullptr) {
-    const auto& metadata = ctx_->client_metadata();
-    const auto given = metadata.find("authorization");
-    const absl::Status key = core_->keys->Check(
-        given == metadata.end() ? absl::string_view() : absl::string_view(given->second.data(), given->second.size()));
-    if (!key.ok()) return key;
-  }
-  if (core_->draining.load()) return absl::UnavailableError("the server is shutting down; retry on another replica");
+absl::Status ServiceCore::Admit(bool model_call, bool* held) {
+  *held = false;
+  if (draining.load()) return absl::UnavailableError("the server is shutting down; retry on another replica");
   if (!model_call) return absl::OkStatus();
-  const config::Limits& limits = core_->cfg.limits();
-  if (core_->queued.load() >= limits.max_queued_requests()) {
+  const config::Limits& limits = cfg.limits();
+  if (queued.load() >= limits.max_queued_requests()) {
     return absl::ResourceExhaustedError(absl::StrCat("too many queued requests (max_queued_requests ",
                                                      limits.max_queued_requests(), "); retry later"));
   }
-  const int64_t now = ++core_->in_flight;
-  admitted_ = true;
-  core_->metrics->calls_in_flight.Set({}, static_cast<double>(now));
+  const int64_t now = ++in_flight;
+  *held = true;
+  metrics->calls_in_flight.Set({}, static_cast<double>(now));
   if (now > limits.max_concurrent_streams()) {
     return absl::ResourceExhaustedError(absl::StrCat("too many concurrent calls (max_concurrent_streams ",
                                                      limits.max_concurrent_streams(), "); retry later"));
   }
   return absl::OkStatus();
+}
+
+void ServiceCore::Leave() { metrics->calls_in_flight.Set({}, static_cast<double>(--in_flight)); }
+
+CallRecord::~CallRecord() {
+  if (admitted_) core_->Leave();
+}
+
+absl::Status CallRecord::Admit(bool model_call) {
+  const auto& metadata = ctx_->client_metadata();
+  const auto given = metadata.find("authorization");
+  RETURN_IF_ERROR(core_->Authenticate(
+      given == metadata.end() ? absl::string_view() : absl::string_view(given->second.data(), given->second.size())));
+  return core_->Admit(model_call, &admitted_);
 }
 
 absl::Status CallRecord::CheckSize(const google::protobuf::Message& request) const {

@@ -42,6 +42,16 @@ struct ServiceCore {
   std::atomic<int64_t> in_flight{0};  // admitted model calls
   std::atomic<int64_t> queued{0};     // engine requests admitted, no token yet
   std::atomic<int64_t> next_request{1};
+
+  // Admission, the same for every front (gRPC calls, HTTP requests):
+  // UNAVAILABLE while draining; for model calls RESOURCE_EXHAUSTED at
+  // max_concurrent_streams or max_queued_requests. When `*held` comes back
+  // true the call holds an in-flight slot (even when refused): Leave() it.
+  absl::Status Admit(bool model_call, bool* held);
+  void Leave();
+  // OK, or UNAUTHENTICATED when the server has API keys and `authorization`
+  // (the header's or the metadata's value) is not "Bearer <a key>".
+  absl::Status Authenticate(absl::string_view authorization) const;
 };
 
 // One gRPC call: its id, admission and access log. Not thread-safe; each

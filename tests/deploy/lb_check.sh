@@ -32,7 +32,7 @@ start_replica() {  # name
     kill -0 "${pid[$1]}" 2>/dev/null || { echo "replica $1 exited before listening" >&2; exit 1; }
     sleep 0.1
   done
-  read -r port[$1] mport[$1] < "$dir/ports.$1"
+  read -r port[$1] mport[$1] _ < "$dir/ports.$1"
 }
 
 # Generate calls that ended OK on one replica, from its /metrics.

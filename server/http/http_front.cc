@@ -1,0 +1,384 @@
+#include "server/http/http_front.h"
+
+#include <pthread.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
+#include <chrono>
+#include <deque>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/grpc/engine_job.h"
+#include "server/http/openai_api.h"
+
+namespace blip2::server {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+constexpr auto kReadTimeout = std::chrono::seconds(30);  // a request's headers and body (slow clients)
+constexpr const char* kChatPath = "/v1/chat/completions";
+
+const char* CodeName(int http_status) {
+  switch (http_status) {
+    case 200: return "OK";
+    case 400: case 413: return "INVALID_ARGUMENT";
+    case 401: return "UNAUTHENTICATED";
+    case 404: return "NOT_FOUND";
+    case 429: return "RESOURCE_EXHAUSTED";
+    case 503: return "UNAVAILABLE";
+    case 504: return "DEADLINE_EXCEEDED";
+    default: return "INTERNAL";
+  }
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// One connection: reads a request, answers it (at once, after the engine, or
+// as an event stream), then reads the next. Runs on its strand.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ServiceCore* core, const std::string* model, int64_t created)
+      : stream_(std::move(socket)), core_(core), model_(model), created_(created) {}
+
+  void Start() {
+    beast::error_code ec;
+    stream_.socket().non_blocking(true, ec);  // WatchForHangUp's peek must never wait
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+  }
+
+ private:
+  using Request = http::request<http::string_body>;
+
+  void Read() {
+    parser_.emplace();
+    // The body holds a base64 image: allowed up to the gRPC message limit.
+    parser_->body_limit(static_cast<uint64_t>(core_->cfg.limits().max_message_bytes()));
+    stream_.expires_after(kReadTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;
+      return Reply(413, ErrorJson(absl::InvalidArgumentError(absl::StrCat(
+                            "the request body is larger than max_message_bytes (",
+                            core_->cfg.limits().max_message_bytes(), ")"))));
+    }
+    if (ec) return Close();  // end of stream, timeout, reset, bad HTTP
+    stream_.expires_never();
+    request_ = parser_->release();
+    keep_alive_ = request_.keep_alive();
+    start_ = Clock::now();
+    Route();
+  }
+
+  void Route() {
+    const std::string target(request_.target());
+    const std::string path = target.substr(0, target.find('?'));
+    route_ = absl::StrCat(std::string(request_.method_string()), " ", path);
+    if (path == "/v1/models" || path == kChatPath) {
+      const auto auth = request_.find(http::field::authorization);
+      const absl::Status key =
+          core_->Authenticate(auth == request_.end() ? absl::string_view()
+                                                     : absl::string_view(auth->value().data(), auth->value().size()));
+      if (!key.ok()) return Fail(key);
+    }
+    if (path == "/v1/models") {
+      if (request_.method() != http::verb::get) return Fail(absl::InvalidArgumentError("use GET on /v1/models"));
+      return Reply(200, ModelsJson({*model_}, created_));
+    }
+    if (path == kChatPath) {
+      if (request_.method() != http::verb::post) return Fail(absl::InvalidArgumentError("use POST on " + path));
+      return Chat();
+    }
+    return Fail(absl::NotFoundError("no such endpoint: " + path + " (this server has /v1/models and " + kChatPath +
+                                    ")"));
+  }
+
+  void Chat() {
+    auto chat = ParseChatRequest(request_.body());
+    if (!chat.ok()) return Fail(chat.status());
+    if (chat->model != *model_) {
+      return Fail(absl::NotFoundError("the model \"" + chat->model + "\" is not served here; this server has \"" +
+                                      *model_ + "\" (GET /v1/models)"));
+    }
+    auto bytes = DecodeDataUrl(chat->image_url, "messages[0].content image_url.url");
+    if (!bytes.ok()) return Fail(bytes.status());
+    const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
+    if (!admitted.ok()) return Fail(admitted);
+    stream_mode_ = chat->stream;
+    include_usage_ = chat->include_usage;
+    id_ = absl::StrCat("chatcmpl-", core_->next_request.fetch_add(1));
+    // Several sequences (n, beams) arrive whole at the end; one streams.
+    single_ = chat->options.num_return_sequences() <= 1 && chat->options.num_beams() <= 1;
+    JobInput input;
+    input.image.set_data(std::move(*bytes));
+    input.prompt = chat->prompt;
+    input.options = chat->options;
+    JobCallbacks callbacks;
+    auto self = shared_from_this();
+    if (stream_mode_ && single_) {
+      callbacks.on_text = [self](const std::string& text) {
+        net::post(self->stream_.get_executor(), [self, text] { self->SendDelta(text); });
+      };
+    }
+    callbacks.on_done = [self](absl::StatusOr<v1::Completion> result) {
+      net::post(self->stream_.get_executor(), [self, result = std::move(result)] { self->Done(result); });
+    };
+    if (stream_mode_) StartEvents();
+    job_ = EngineJob::Start(core_, std::move(input), std::move(callbacks), start_, id_);
+    WatchForHangUp();
+  }
+
+  // A client that closes its connection while waiting cancels its request.
+  void WatchForHangUp() {
+    const int64_t request = ++requests_;
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), request](beast::error_code ec) {
+      if (ec || !self->job_ || request != self->requests_) return;  // a later request's turn
+      // Readable while we answer: the peer closed (or pipelined, which we do
+      // not serve). The socket is non-blocking: a peek with nothing to read
+      // returns would_block instead of stalling this thread.
+      char byte;
+      beast::error_code peek_ec;
+      const size_t n = self->stream_.socket().receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
+      if ((peek_ec && peek_ec != net::error::would_block) || (!peek_ec && n == 0)) {
+        self->gone_ = true;
+        self->job_->Cancel();
+      }
+    });
+  }
+
+  // --- Event streams ---
+  void StartEvents() {
+    auto header = std::make_shared<http::response<http::empty_body>>(http::status::ok, request_.version());
+    header->set(http::field::content_type, "text/event-stream");
+    header->set(http::field::cache_control, "no-cache");
+    header->set("x-request-id", id_);
+    header->keep_alive(keep_alive_);
+    header->chunked(true);
+    auto serializer = std::make_shared<http::response_serializer<http::empty_body>>(*header);
+    writing_ = true;
+    http::async_write_header(stream_, *serializer,
+                             [self = shared_from_this(), header, serializer](beast::error_code ec, size_t) {
+                               self->OnWritten(ec);
+                             });
+  }
+
+  void SendDelta(const std::string& text) {
+    if (text.empty()) return;
+    QueueEvent(ChatChunkJson(id_, *model_, created_, 0, !sent_role_, text, ""));
+    sent_role_ = true;
+  }
+
+  void QueueEvent(const std::string& json) { Queue("data: " + json + "\n\n"); }
+
+  void Queue(std::string chunk) {
+    if (gone_) return;
+    pending_.push_back(std::move(chunk));
+    if (!writing_) WriteNext();
+  }
+
+  void WriteNext() {
+    if (pending_.empty()) {
+      if (ending_) FinishEvents();
+      return;
+    }
+    writing_ = true;
+    current_ = std::move(pending_.front());
+    pending_.pop_front();
+    net::async_write(stream_, http::make_chunk(net::buffer(current_)),
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); });
+  }
+
+  void OnWritten(beast::error_code ec) {
+    writing_ = false;
+    if (ec) {
+      gone_ = true;
+      if (job_) job_->Cancel();
+      pending_.clear();
+      if (ending_) Close();
+      return;
+    }
+    WriteNext();
+  }
+
+  void FinishEvents() {
+    ending_ = false;
+    writing_ = true;
+    net::async_write(stream_, http::make_chunk_last(), [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->writing_ = false;
+      if (ec || !self->keep_alive_) return self->Close();
+      self->Read();
+    });
+  }
+
+  // --- The end of a request ---
+  void Done(const absl::StatusOr<v1::Completion>& result) {
+    job_.reset();
+    if (held_) core_->Leave();
+    held_ = false;
+    Record(result.ok() ? 200 : HttpStatusOf(result.status()), result.ok() ? result->usage().generated_tokens() : 0,
+           std::string(result.status().message()));
+    if (gone_) return Close();
+    if (!stream_mode_) {
+      if (!result.ok()) return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);
+      return Reply(200, ChatCompletionJson(*result, id_, *model_, created_), /*recorded=*/true);
+    }
+    if (!result.ok()) {
+      QueueEvent(ErrorJson(result.status()));
+    } else {
+      const v1::Completion& c = *result;
+      for (int i = 0; i < c.sequences_size(); ++i) {
+        const v1::Sequence& s = c.sequences(i);
+        // Several sequences come whole; a single one has streamed its text.
+        if (!single_) QueueEvent(ChatChunkJson(id_, *model_, created_, i, true, s.text(), ""));
+        if (single_ && !sent_role_) QueueEvent(ChatChunkJson(id_, *model_, created_, i, true, "", ""));
+        QueueEvent(ChatChunkJson(id_, *model_, created_, i, false, "", OpenAiFinishReason(s.finish_reason())));
+      }
+      if (include_usage_) QueueEvent(UsageChunkJson(id_, *model_, created_, c.usage()));
+    }
+    Queue("data: [DONE]\n\n");
+    ending_ = true;
+    if (!writing_) WriteNext();
+  }
+
+  void Fail(const absl::Status& status) {
+    Record(HttpStatusOf(status), 0, std::string(status.message()));
+    Reply(HttpStatusOf(status), ErrorJson(status), /*recorded=*/true);
+  }
+
+  // A whole JSON response; then the next request on a kept-alive connection.
+  void Reply(int status, std::string body, bool recorded = false) {
+    if (!recorded) Record(status, 0, "");
+    auto response = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status),
+                                                                         request_.version() ? request_.version() : 11);
+    response->set(http::field::content_type, "application/json");
+    if (!id_.empty()) response->set("x-request-id", id_);
+    if (status == 401) response->set(http::field::www_authenticate, "Bearer");
+    response->keep_alive(keep_alive_);
+    response->body() = std::move(body);
+    response->prepare_payload();
+    http::async_write(stream_, *response, [self = shared_from_this(), response](beast::error_code ec, size_t) {
+      if (ec || !self->keep_alive_) return self->Close();
+      self->Read();
+    });
+  }
+
+  // Metrics and the access log, as for gRPC calls: rpc "POST /v1/...", and
+  // the canonical code name, so one alert on RESOURCE_EXHAUSTED covers both
+  // fronts. The log line has the HTTP status too.
+  void Record(int status, int64_t tokens, const std::string& error) {
+    if (route_.empty()) route_ = "HTTP";
+    const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    const std::string code = absl::StrCat(CodeName(status), " ", status);
+    core_->metrics->requests.Add({route_, CodeName(status)});
+    core_->metrics->request_duration.Observe({route_}, seconds);
+    beast::error_code ec;
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    spdlog::info("[{}] {} {} {:.1f} ms tokens={} peer={}{}{}", id_.empty() ? "-" : id_, route_, code, seconds * 1000,
+                 tokens, ec ? std::string("?") : absl::StrCat(peer.address().to_string(), ":", peer.port()),
+                 error.empty() ? "" : " error=", error);
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  ServiceCore* core_;
+  const std::string* model_;
+  const int64_t created_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Request request_;
+  bool keep_alive_ = true;
+  Clock::time_point start_ = Clock::now();
+  std::string route_;
+  std::string id_;
+  bool held_ = false;  // an admission slot
+  int64_t requests_ = 0;  // requests that reached the engine on this connection
+  std::shared_ptr<EngineJob> job_;
+  bool gone_ = false;  // the client closed the connection
+  // Event streams.
+  bool stream_mode_ = false;
+  bool include_usage_ = false;
+  bool single_ = true;
+  bool sent_role_ = false;
+  bool writing_ = false;
+  bool ending_ = false;
+  std::deque<std::string> pending_;
+  std::string current_;
+};
+
+}  // namespace
+
+struct HttpFront::Impl {
+  ServiceCore* core = nullptr;
+  std::string model;
+  int64_t created = UnixSeconds();
+  net::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  std::vector<std::thread> threads;
+  int port = 0;
+
+  void Accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec == net::error::operation_aborted) return;
+      if (!ec) {
+        socket.set_option(tcp::no_delay(true), ec);
+        std::make_shared<Session>(std::move(socket), core, &model, created)->Start();
+      }
+      Accept();
+    });
+  }
+};
+
+HttpFront::HttpFront(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpFront::~HttpFront() {
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+  impl_->ioc.stop();
+  for (std::thread& t : impl_->threads) t.join();
+}
+
+int HttpFront::port() const { return impl_->port; }
+
+absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(ServiceCore* core, const std::string& host, int port,
+                                                            int threads, const std::string& model) {
+  auto impl = std::make_unique<Impl>();
+  impl->core = core;
+  impl->model = model;
+  beast::error_code ec;
+  const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) return absl::InvalidArgumentError("host \"" + host + "\" is not an IP address");
+  const tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("HTTP: cannot listen on ", host, ":", port, ": ", ec.message()));
+  impl->port = impl->acceptor.local_endpoint().port();
+  impl->Accept();
+  Impl* raw = impl.get();
+  for (int i = 0; i < std::max(1, threads); ++i) {
+    raw->threads.emplace_back([raw] { raw->ioc.run(); });
+    pthread_setname_np(raw->threads.back().native_handle(), "blip2-openai");
+  }
+  return std::unique_ptr<HttpFront>(new HttpFront(std::move(impl)));
+}
+
+}  // namespace blip2::server
