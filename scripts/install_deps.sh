@@ -23,4 +23,8 @@ export PIP_BREAK_SYSTEM_PACKAGES=1
 if ! python3 -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_VERSION}' else 1)" 2>/dev/null; then
   python3 -m pip install --quiet --root-user-action=ignore "torch==${TORCH_VERSION}"
 fi
+# The official openai package, for the tests of the OpenAI-compatible API.
+if ! python3 -c "import openai" 2>/dev/null; then
+  python3 -m pip install --quiet --root-user-action=ignore "openai==3.57.0"
+fi
 python3 -c "import torch; print('LibTorch', torch.__version__, 'at', torch.utils.cmake_prefix_path)"

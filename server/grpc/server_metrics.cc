@@ -9,7 +9,7 @@ const std::vector<double> kTokenBounds = ExponentialBounds(0.0005, 2, 14);   // 
 }  // namespace
 
 ServerMetrics::ServerMetrics(const engine::Engine* engine)
-    : requests(registry.Counter("blip2_requests_total", "gRPC calls by method and final status code.",
+    : requests(registry.Counter("blip2_requests_total", "Calls by method (gRPC) or route (HTTP, \"POST /v1/chat/completions\") and final status code.",
                                 {"rpc", "code"})),
       time_to_first_token(registry.AddHistogram("blip2_time_to_first_token_seconds",
                                                 "From receiving a call to its first generated token.", {},

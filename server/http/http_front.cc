@@ -35,6 +35,7 @@ const char* CodeName(int http_status) {
     case 429: return "RESOURCE_EXHAUSTED";
     case 503: return "UNAVAILABLE";
     case 504: return "DEADLINE_EXCEEDED";
+    case 499: return "CANCELLED";
     default: return "INTERNAL";
   }
 }
@@ -228,8 +229,9 @@ class Session : public std::enable_shared_from_this<Session> {
     job_.reset();
     if (held_) core_->Leave();
     held_ = false;
-    Record(result.ok() ? 200 : HttpStatusOf(result.status()), result.ok() ? result->usage().generated_tokens() : 0,
-           std::string(result.status().message()));
+    // 499: the client closed the connection first (nginx's convention).
+    Record(gone_ ? 499 : result.ok() ? 200 : HttpStatusOf(result.status()),
+           result.ok() ? result->usage().generated_tokens() : 0, gone_ ? "the client went away" : std::string(result.status().message()));
     if (gone_) return Close();
     if (!stream_mode_) {
       if (!result.ok()) return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);

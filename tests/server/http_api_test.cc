@@ -1,0 +1,162 @@
+// The OpenAI-compatible HTTP API through raw HTTP/1.1 on a socket: the statuses
+// the official SDK test (openai_check.py) cannot set up (401 with API keys,
+// 413, 429 from the admission both fronts share, 404), and a client that hangs
+// up mid-stream, whose request is cancelled and whose KV blocks come back.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "tests/catch.h"
+#include "tests/server/server_fixture.h"
+#include "tests/test_support.h"
+
+namespace blip2::testing {
+namespace {
+
+// A connected socket to 127.0.0.1:port, closed when destroyed.
+class Connection {
+ public:
+  explicit Connection(int port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  }
+  ~Connection() { Close(); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  void Send(const std::string& bytes) {
+    size_t sent = 0;
+    while (sent < bytes.size()) {
+      const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may answer (413) and close before reading it all
+      sent += static_cast<size_t>(n);
+    }
+  }
+  // Reads until `until` appears in what was read, or the server closes.
+  std::string ReadUntil(const std::string& until) {
+    char buf[4096];
+    while (received_.find(until) == std::string::npos) {
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      received_.append(buf, static_cast<size_t>(n));
+    }
+    return received_;
+  }
+
+ private:
+  int fd_;
+  std::string received_;
+};
+
+std::string Post(const std::string& path, const std::string& body, const std::string& extra_headers = "") {
+  return absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n",
+                      extra_headers, "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+}
+
+// A caption request for the model folder `model` (its name is the model's).
+std::string ChatBody(const std::string& model, int max_tokens, bool stream) {
+  const std::string image = absl::Base64Escape(ImageBytes("chelsea.jpg"));
+  return absl::StrCat(R"({"model": ")", model, R"(", "max_tokens": )", max_tokens, R"(, "min_tokens": )", max_tokens,
+                      R"(, "stream": )", stream ? "true" : "false",
+                      R"(, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,)",
+                      image, R"("}}]}]})");
+}
+
+config::ServerConfig HttpConfig(const std::string& model_dir) {
+  config::ServerConfig cfg = TestConfig(model_dir);
+  cfg.set_http_port(0);
+  return cfg;
+}
+
+TEST_CASE("HTTP API: API keys, 404, 413 and OpenAI's error shape") {
+  const std::string keys = MakeTempDir() + "/keys";
+  std::ofstream(keys) << "http-key\n";
+  config::ServerConfig cfg = HttpConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.mutable_security()->set_api_keys_file(keys);
+  cfg.mutable_limits()->set_max_message_bytes(8 * 1024);  // chelsea.jpg in base64 is larger
+  TestServer server(cfg);
+  const int port = server.server().http_port();
+  REQUIRE(port > 0);
+  {
+    Connection c(port);
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const std::string r = c.ReadUntil("}}");
+    CHECK_THAT(r, Catch::StartsWith("HTTP/1.1 401"));
+    CHECK_THAT(r, Catch::Contains("WWW-Authenticate: Bearer"));
+    CHECK_THAT(r, Catch::Contains(R"("type":"authentication_error")"));
+  }
+  {
+    Connection c(port);
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(c.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 401"));
+  }
+  {
+    Connection c(port);
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer http-key\r\nConnection: close\r\n\r\n");
+    const std::string r = c.ReadUntil("]}");
+    CHECK_THAT(r, Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(r, Catch::Contains(R"("id":"blip2-tiny-opt")"));
+  }
+  {
+    Connection c(port);
+    c.Send("GET /v2/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(c.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 404"));
+  }
+  {
+    Connection c(port);
+    c.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt", 4, false), "Authorization: Bearer http-key\r\n"));
+    const std::string r = c.ReadUntil("}}");
+    CHECK_THAT(r, Catch::StartsWith("HTTP/1.1 413"));
+    CHECK_THAT(r, Catch::Contains("max_message_bytes"));
+  }
+  CHECK(server.Metric(R"(blip2_requests_total{rpc="GET /v1/models",code="UNAUTHENTICATED"})") == 2);
+}
+
+TEST_CASE("HTTP API: gRPC and HTTP calls share the admission limits (429)") {
+  config::ServerConfig cfg = HttpConfig(LongContextModelDir());
+  cfg.mutable_limits()->set_max_concurrent_streams(1);
+  TestServer server(cfg);
+  grpc::ClientContext ctx;
+  auto admitted = server.stub().Generate(&ctx, LongRequest(600));
+  v1::GenerateResponse message;
+  REQUIRE(admitted->Read(&message));  // holds the one slot
+  Connection c(server.server().http_port());
+  c.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt-long", 4, false)));
+  const std::string r = c.ReadUntil("}}");
+  CHECK_THAT(r, Catch::StartsWith("HTTP/1.1 429"));
+  CHECK_THAT(r, Catch::Contains("max_concurrent_streams"));
+  CHECK_THAT(r, Catch::Contains(R"("type":"rate_limit_error")"));
+  CHECK(ReadToEnd(*admitted, message.token_ids_size()).status.ok());
+}
+
+TEST_CASE("HTTP API: a client that hangs up mid-stream cancels its request and frees its KV blocks") {
+  TestServer server(HttpConfig(LongContextModelDir()));
+  {
+    Connection c(server.server().http_port());
+    c.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt-long", 900, true)));
+    const std::string first = c.ReadUntil("data: ");
+    CHECK_THAT(first, Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(first, Catch::Contains("text/event-stream"));
+  }  // closed after the first event
+  CHECK(server.WaitForMetric(R"(blip2_requests_total{rpc="POST /v1/chat/completions",code="CANCELLED"})", 1) == 1);
+  CHECK(server.WaitForMetric("blip2_kv_cache_blocks_used", 0) == 0);
+  CHECK(server.Metric("blip2_generated_tokens_total") < 900);
+  // The server goes on: a whole stream to [DONE].
+  Connection again(server.server().http_port());
+  again.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt-long", 5, true)));
+  const std::string all = again.ReadUntil("data: [DONE]");
+  CHECK_THAT(all, Catch::Contains(R"("finish_reason":"length")"));
+  CHECK_THAT(all, Catch::EndsWith("data: [DONE]\n\n\r\n") || Catch::Contains("data: [DONE]"));
+}
+
+}  // namespace
+}  // namespace blip2::testing
