@@ -43,7 +43,7 @@ int RunServe(const std::vector<std::string>& args) {
   }
   int signal_number = 0;
   while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
-    spdlog::info("received SIGHUP; reloading the API keys");
+    spdlog::info("received SIGHUP; reloading the API keys and the HTTP API's certificate");
     (*server)->Reload().IgnoreError();  // logged; the keys in use stay
   }
   spdlog::info("received {}; shutting down", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   if (cfg.http_port() >= 0) {
     const std::string model = std::filesystem::path(cfg.model_dir()).lexically_normal().filename().string();
     ASSIGN_OR_RETURN(impl->openai, HttpFront::Start(&impl->service->core(), cfg.host(), cfg.http_port(),
-                                                    cfg.http_threads(), model));
+                                                    cfg.http_threads(), model, cfg.security()));
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -142,7 +142,10 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
                impl->keys ? absl::StrCat(", ", impl->keys->size(), " API keys") : std::string(),
                impl->http ? absl::StrCat("; metrics on http://", cfg.host(), ":", impl->http->port(), "/metrics")
                           : std::string());
-  if (impl->openai) spdlog::info("serving the OpenAI API on http://{}:{}/v1", cfg.host(), impl->openai->port());
+  if (impl->openai) {
+    spdlog::info("serving the OpenAI API on {}://{}:{}/v1", cfg.security().tls_cert_file().empty() ? "http" : "https",
+                 cfg.host(), impl->openai->port());
+  }
   return std::unique_ptr<Blip2Server>(new Blip2Server(std::move(impl)));
 }
 
@@ -154,7 +157,11 @@ int Blip2Server::metrics_port() const { return impl_->http ? impl_->http->port()
 
 std::string Blip2Server::RenderMetrics() const { return impl_->metrics->registry.Render(); }
 
-absl::Status Blip2Server::Reload() { return impl_->keys ? impl_->keys->Reload() : absl::OkStatus(); }
+absl::Status Blip2Server::Reload() {
+  absl::Status status = impl_->keys ? impl_->keys->Reload() : absl::OkStatus();
+  if (impl_->openai) status.Update(impl_->openai->Reload());
+  return status;
+}
 
 void Blip2Server::Drain(std::chrono::milliseconds grace) {
   Impl& m = *impl_;

@@ -25,8 +25,9 @@ class Blip2Server {
   void Drain(std::chrono::milliseconds grace);
   // The /metrics text, as a scrape would see it.
   std::string RenderMetrics() const;
-  // SIGHUP: re-reads the API keys file now (certificates are watched on
-  // their own, security.tls_refresh_seconds). OK when there is none.
+  // SIGHUP: re-reads the API keys file and the HTTP API's certificate now
+  // (both are also re-read on their own: keys when the file changes,
+  // certificates every security.tls_refresh_seconds, gRPC's by its watcher).
   absl::Status Reload();
 
  private:

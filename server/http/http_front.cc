@@ -3,7 +3,9 @@
 #include <pthread.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -12,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "server/grpc/engine_job.h"
 #include "server/http/openai_api.h"
 
@@ -44,27 +47,51 @@ int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 // One connection: reads a request, answers it (at once, after the engine, or
-// as an event stream), then reads the next. Runs on its strand.
-class Session : public std::enable_shared_from_this<Session> {
+// as an event stream), then reads the next. Runs on its strand. `Stream` is
+// plaintext or TLS.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
+  // Plaintext.
   Session(tcp::socket socket, ServiceCore* core, const std::string* model, int64_t created)
       : stream_(std::move(socket)), core_(core), model_(model), created_(created) {}
+  // TLS, with the context it keeps for as long as it lives (a reload replaces
+  // the context new connections get, not this one's).
+  Session(tcp::socket socket, ServiceCore* core, const std::string* model, int64_t created,
+          std::shared_ptr<net::ssl::context> tls)
+      : tls_(std::move(tls)), stream_(std::move(socket), *tls_), core_(core), model_(model), created_(created) {}
 
   void Start() {
     beast::error_code ec;
-    stream_.socket().non_blocking(true, ec);  // WatchForHangUp's peek must never wait
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+    Socket().non_blocking(true, ec);  // WatchForHangUp's peek must never wait
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (std::is_same_v<Stream, TlsStream>) {
+        beast::get_lowest_layer(self->stream_).expires_after(kReadTimeout);
+        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) return self->Close();  // plaintext, an untrusted client certificate, a timeout
+          self->Read();
+        });
+      } else {
+        self->Read();
+      }
+    });
   }
 
  private:
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+  tcp::socket& Socket() { return beast::get_lowest_layer(stream_).socket(); }
+
   using Request = http::request<http::string_body>;
 
   void Read() {
     parser_.emplace();
     // The body holds a base64 image: allowed up to the gRPC message limit.
     parser_->body_limit(static_cast<uint64_t>(core_->cfg.limits().max_message_bytes()));
-    stream_.expires_after(kReadTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kReadTimeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
@@ -77,7 +104,7 @@ class Session : public std::enable_shared_from_this<Session> {
                             core_->cfg.limits().max_message_bytes(), ")"))));
     }
     if (ec) return Close();  // end of stream, timeout, reset, bad HTTP
-    stream_.expires_never();
+    beast::get_lowest_layer(stream_).expires_never();
     request_ = parser_->release();
     keep_alive_ = request_.keep_alive();
     start_ = Clock::now();
@@ -145,14 +172,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // A client that closes its connection while waiting cancels its request.
   void WatchForHangUp() {
     const int64_t request = ++requests_;
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), request](beast::error_code ec) {
+    Socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), request](beast::error_code ec) {
       if (ec || !self->job_ || request != self->requests_) return;  // a later request's turn
       // Readable while we answer: the peer closed (or pipelined, which we do
       // not serve). The socket is non-blocking: a peek with nothing to read
       // returns would_block instead of stalling this thread.
       char byte;
       beast::error_code peek_ec;
-      const size_t n = self->stream_.socket().receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
+      const size_t n = self->Socket().receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
       if ((peek_ec && peek_ec != net::error::would_block) || (!peek_ec && n == 0)) {
         self->gone_ = true;
         self->job_->Cancel();
@@ -287,7 +314,7 @@ class Session : public std::enable_shared_from_this<Session> {
     core_->metrics->requests.Add({route_, CodeName(status)});
     core_->metrics->request_duration.Observe({route_}, seconds);
     beast::error_code ec;
-    const auto peer = stream_.socket().remote_endpoint(ec);
+    const auto peer = Socket().remote_endpoint(ec);
     spdlog::info("[{}] {} {} {:.1f} ms tokens={} peer={}{}{}", id_.empty() ? "-" : id_, route_, code, seconds * 1000,
                  tokens, ec ? std::string("?") : absl::StrCat(peer.address().to_string(), ":", peer.port()),
                  error.empty() ? "" : " error=", error);
@@ -295,11 +322,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    Socket().shutdown(tcp::socket::shutdown_both, ec);
+    Socket().close(ec);
   }
 
-  beast::tcp_stream stream_;
+  std::shared_ptr<net::ssl::context> tls_;  // TLS only; before stream_, which uses it
+  Stream stream_;
   ServiceCore* core_;
   const std::string* model_;
   const int64_t created_;
@@ -327,6 +355,25 @@ class Session : public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
+// A TLS context from the security settings' files (TLS 1.2 and up; with a
+// client CA, clients must present a certificate it signed).
+absl::StatusOr<std::shared_ptr<net::ssl::context>> MakeTlsContext(const config::Security& s) {
+  auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  ctx->use_certificate_chain_file(s.tls_cert_file(), ec);
+  if (ec) return absl::InvalidArgumentError("security.tls_cert_file: " + ec.message());
+  ctx->use_private_key_file(s.tls_key_file(), net::ssl::context::pem, ec);
+  if (ec) return absl::InvalidArgumentError("security.tls_key_file: " + ec.message());
+  if (!s.tls_client_ca_file().empty()) {
+    ctx->load_verify_file(s.tls_client_ca_file(), ec);
+    if (ec) return absl::InvalidArgumentError("security.tls_client_ca_file: " + ec.message());
+    ctx->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  return ctx;
+}
+
 struct HttpFront::Impl {
   ServiceCore* core = nullptr;
   std::string model;
@@ -335,13 +382,50 @@ struct HttpFront::Impl {
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
   int port = 0;
+  config::Security security;
+  // The TLS context new connections use (null: plaintext). Replaced whole by
+  // Reload; connections keep the one they started with.
+  std::mutex tls_mu;
+  std::shared_ptr<net::ssl::context> tls;
+  std::unique_ptr<net::steady_timer> reload_timer;
+
+  std::shared_ptr<net::ssl::context> Tls() {
+    std::lock_guard<std::mutex> lock(tls_mu);
+    return tls;
+  }
+
+  absl::Status Reload() {
+    if (!Tls()) return absl::OkStatus();
+    auto fresh = MakeTlsContext(security);
+    if (!fresh.ok()) {
+      spdlog::warn("HTTP TLS certificate not reloaded, the one in use stays: {}", std::string(fresh.status().message()));
+      return fresh.status();
+    }
+    std::lock_guard<std::mutex> lock(tls_mu);
+    tls = *fresh;
+    return absl::OkStatus();
+  }
+
+  // Re-reads the certificate files every tls_refresh_seconds, as gRPC's watcher does.
+  void ScheduleReload() {
+    reload_timer->expires_after(std::chrono::seconds(security.tls_refresh_seconds()));
+    reload_timer->async_wait([this](beast::error_code ec) {
+      if (ec) return;
+      Reload().IgnoreError();  // logged
+      ScheduleReload();
+    });
+  }
 
   void Accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
         socket.set_option(tcp::no_delay(true), ec);
-        std::make_shared<Session>(std::move(socket), core, &model, created)->Start();
+        if (auto ctx = Tls()) {
+          std::make_shared<Session<TlsStream>>(std::move(socket), core, &model, created, std::move(ctx))->Start();
+        } else {
+          std::make_shared<Session<PlainStream>>(std::move(socket), core, &model, created)->Start();
+        }
       }
       Accept();
     });
@@ -353,17 +437,29 @@ HttpFront::HttpFront(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpFront::~HttpFront() {
   beast::error_code ec;
   impl_->acceptor.close(ec);
+  if (impl_->reload_timer) impl_->reload_timer->cancel();
   impl_->ioc.stop();
   for (std::thread& t : impl_->threads) t.join();
 }
 
 int HttpFront::port() const { return impl_->port; }
 
+absl::Status HttpFront::Reload() { return impl_->Reload(); }
+
 absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(ServiceCore* core, const std::string& host, int port,
-                                                            int threads, const std::string& model) {
+                                                            int threads, const std::string& model,
+                                                            const config::Security& security) {
   auto impl = std::make_unique<Impl>();
   impl->core = core;
   impl->model = model;
+  impl->security = security;
+  if (!security.tls_cert_file().empty()) {
+    auto tls = MakeTlsContext(security);
+    if (!tls.ok()) return tls.status();
+    impl->tls = *tls;
+    impl->reload_timer = std::make_unique<net::steady_timer>(impl->ioc);
+    impl->ScheduleReload();
+  }
   beast::error_code ec;
   const auto address = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) return absl::InvalidArgumentError("host \"" + host + "\" is not an IP address");

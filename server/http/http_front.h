@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/grpc/service_core.h"
+#include "server_config.pb.h"
 
 namespace blip2::server {
 
@@ -23,8 +24,15 @@ class HttpFront {
  public:
   // Listens on host:port (0 picks a free port) with `threads` I/O threads.
   // `model` is the name clients give in "model" (the model folder's name).
+  // With security's certificate and key the port speaks TLS only (mutual
+  // with a client CA), as the gRPC port does; the files are re-read every
+  // tls_refresh_seconds and by Reload (SIGHUP).
   static absl::StatusOr<std::unique_ptr<HttpFront>> Start(ServiceCore* core, const std::string& host, int port,
-                                                          int threads, const std::string& model);
+                                                          int threads, const std::string& model,
+                                                          const config::Security& security);
+  // Re-reads the certificate files for new connections (open ones keep
+  // theirs). On an error the certificate in use stays.
+  absl::Status Reload();
   ~HttpFront();  // stops accepting, ends open connections, joins its threads
 
   int port() const;

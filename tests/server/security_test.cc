@@ -1,8 +1,11 @@
 // TLS, mutual TLS and API keys on the gRPC front, with certificates made by
 // openssl for each run (make_test_certs.sh): real server, real clients, the
 // `blip2 client` command line among them.
+#include <cstdlib>
 #include <fstream>
 #include <thread>
+
+#include "absl/strings/str_cat.h"
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/security/tls.h"
@@ -197,6 +200,47 @@ TEST_CASE("security: a rotated certificate reaches new connections while an open
   const StreamEnd end = ReadToEnd(*stream, first.token_ids_size());
   CHECK(end.status.ok());
   CHECK(end.tokens == 600);
+}
+
+// `curl` (over TLS when `ca` is given) GET /v1/models: the HTTP status, or 0
+// when no connection was made.
+int CurlModels(int port, const std::string& ca, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv = {"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"};
+  if (!ca.empty()) argv.insert(argv.end(), {"--cacert", ca});
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(absl::StrCat(ca.empty() ? "http" : "https", "://127.0.0.1:", port, "/v1/models"));
+  const ProcessResult r = RunProcess(argv);
+  return std::atoi(r.out.c_str());
+}
+
+TEST_CASE("security: the HTTP API speaks TLS and mutual TLS too, and reloads its certificate on SIGHUP") {
+  const std::string dir = MakeTempDir();
+  WriteFile(dir + "/tls.pem", ReadAll(Cert("server.pem")));
+  WriteFile(dir + "/tls.key", ReadAll(Cert("server.key")));
+  config::ServerConfig cfg = TestConfig(FixturesDir() + "/blip2-tiny-opt");
+  cfg.set_http_port(0);
+  cfg.mutable_security()->set_tls_cert_file(dir + "/tls.pem");
+  cfg.mutable_security()->set_tls_key_file(dir + "/tls.key");
+  {
+    TestServer server(cfg);
+    const int port = server.server().http_port();
+    CHECK(CurlModels(port, Cert("ca.pem")) == 200);
+    CHECK(CurlModels(port, "") == 0);               // plaintext: no HTTP answer
+    CHECK(CurlModels(port, Cert("ca2.pem")) == 0);  // a CA that did not sign it
+    // Rotated: after a reload (SIGHUP) new connections get the new certificate.
+    WriteFile(dir + "/tls.key", ReadAll(Cert("server2.key")));
+    WriteFile(dir + "/tls.pem", ReadAll(Cert("server2.pem")));
+    REQUIRE(server.server().Reload().ok());
+    CHECK(CurlModels(port, Cert("ca2.pem")) == 200);
+    CHECK(CurlModels(port, Cert("ca.pem")) == 0);
+  }
+  WriteFile(dir + "/tls.pem", ReadAll(Cert("server.pem")));
+  WriteFile(dir + "/tls.key", ReadAll(Cert("server.key")));
+  cfg.mutable_security()->set_tls_client_ca_file(Cert("ca.pem"));
+  TestServer mutual(cfg);
+  const int port = mutual.server().http_port();
+  CHECK(CurlModels(port, Cert("ca.pem"), {"--cert", Cert("client.pem"), "--key", Cert("client.key")}) == 200);
+  CHECK(CurlModels(port, Cert("ca.pem")) == 0);  // no client certificate
 }
 
 TEST_CASE("security: blip2 client speaks TLS and sends the API key from a file or BLIP2_API_KEY") {
