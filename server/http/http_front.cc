@@ -124,6 +124,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
     if (path == "/v1/models") {
       if (request_.method() != http::verb::get) return Fail(absl::InvalidArgumentError("use GET on /v1/models"));
+      bool held = false;  // not a model call: only refused while draining, as GetModelInfo is
+      if (const absl::Status admitted = core_->Admit(/*model_call=*/false, &held); !admitted.ok()) return Fail(admitted);
       return Reply(200, ModelsJson({*model_}, created_));
     }
     if (path == kChatPath) {

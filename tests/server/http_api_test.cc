@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -136,6 +138,31 @@ TEST_CASE("HTTP API: gRPC and HTTP calls share the admission limits (429)") {
   CHECK_THAT(r, Catch::Contains("max_concurrent_streams"));
   CHECK_THAT(r, Catch::Contains(R"("type":"rate_limit_error")"));
   CHECK(ReadToEnd(*admitted, message.token_ids_size()).status.ok());
+}
+
+TEST_CASE("HTTP API: while the server drains, new requests get 503 and the one in flight completes") {
+  TestServer server(HttpConfig(LongContextModelDir()));
+  grpc::ClientContext ctx;
+  auto in_flight = server.stub().Generate(&ctx, LongRequest(900));
+  v1::GenerateResponse message;
+  REQUIRE(in_flight->Read(&message));  // the drain waits for it
+  std::thread drain([&] { server.server().Drain(std::chrono::seconds(30)); });
+  // Draining starts at once; poll until the HTTP API says so.
+  std::string models;
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    Connection c(server.server().http_port());
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    models = c.ReadUntil("}}");
+    if (models.rfind("HTTP/1.1 503", 0) == 0) break;
+  }
+  CHECK_THAT(models, Catch::StartsWith("HTTP/1.1 503"));
+  CHECK_THAT(models, Catch::Contains("shutting down"));
+  Connection chat(server.server().http_port());
+  chat.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt-long", 4, false)));
+  CHECK_THAT(chat.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 503"));
+  CHECK(ReadToEnd(*in_flight, message.token_ids_size()).status.ok());
+  drain.join();
 }
 
 TEST_CASE("HTTP API: a client that hangs up mid-stream cancels its request and frees its KV blocks") {
