@@ -166,7 +166,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     callbacks.on_done = [self](absl::StatusOr<v1::Completion> result) {
       net::post(self->stream_.get_executor(), [self, result = std::move(result)] { self->Done(result); });
     };
-    if (stream_mode_) StartEvents();
     job_ = EngineJob::Start(core_, std::move(input), std::move(callbacks), start_, id_);
     WatchForHangUp();
   }
@@ -190,7 +189,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   // --- Event streams ---
+  // The 200 and its headers go out with the first event, so a request that
+  // fails before producing anything (an image that does not decode, options
+  // the engine refuses) still gets its own status and a JSON error.
   void StartEvents() {
+    headers_sent_ = true;
     auto header = std::make_shared<http::response<http::empty_body>>(http::status::ok, request_.version());
     header->set(http::field::content_type, "text/event-stream");
     header->set(http::field::cache_control, "no-cache");
@@ -215,6 +218,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void Queue(std::string chunk) {
     if (gone_) return;
+    if (!headers_sent_) StartEvents();
     pending_.push_back(std::move(chunk));
     if (!writing_) WriteNext();
   }
@@ -266,8 +270,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       if (!result.ok()) return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);
       return Reply(200, ChatCompletionJson(*result, id_, *model_, created_), /*recorded=*/true);
     }
+    if (!result.ok() && !headers_sent_) {
+      return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);
+    }
     if (!result.ok()) {
-      QueueEvent(ErrorJson(result.status()));
+      QueueEvent(ErrorJson(result.status()));  // after some text: an error event, then [DONE]
     } else {
       const v1::Completion& c = *result;
       for (int i = 0; i < c.sequences_size(); ++i) {
@@ -351,6 +358,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   bool sent_role_ = false;
   bool writing_ = false;
   bool ending_ = false;
+  bool headers_sent_ = false;
   std::deque<std::string> pending_;
   std::string current_;
 };

@@ -84,5 +84,9 @@ expect(openai.BadRequestError, "bogus is not a known field", model=model, messag
 expect(openai.BadRequestError, "only data: URLs", model=model, messages=[{"role": "user", "content": [
     {"type": "image_url", "image_url": {"url": "http://example.com/cat.jpg"}}]}])
 expect(openai.BadRequestError, "top_p", model=model, messages=user(), top_p=1.5)
+# A stream whose image does not decode still gets a 400 (the 200 waits for the first event).
+not_an_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {
+    "url": "data:image/jpeg;base64," + base64.b64encode(b"not an image at all").decode()}}]}]
+expect(openai.BadRequestError, "image", model=model, messages=not_an_image, stream=True)
 print(f"openai {openai.__version__}: models, chat, streaming, n, seed, stop and refusals as expected; "
       f"caption {caption!r}")
