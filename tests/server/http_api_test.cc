@@ -79,7 +79,7 @@ config::ServerConfig HttpConfig(const std::string& model_dir) {
   return cfg;
 }
 
-TEST_CASE("HTTP API: API keys, 404, 413 and OpenAI's error shape") {
+TEST_CASE("HTTP API: missing, wrong and revoked API keys, 404, 413 and OpenAI's error shape") {
   const std::string keys = MakeTempDir() + "/keys";
   std::ofstream(keys) << "http-key\n";
   config::ServerConfig cfg = HttpConfig(FixturesDir() + "/blip2-tiny-opt");
@@ -120,7 +120,20 @@ TEST_CASE("HTTP API: API keys, 404, 413 and OpenAI's error shape") {
     CHECK_THAT(r, Catch::StartsWith("HTTP/1.1 413"));
     CHECK_THAT(r, Catch::Contains("max_message_bytes"));
   }
-  CHECK(server.Metric(R"(blip2_requests_total{rpc="GET /v1/models",code="UNAUTHENTICATED"})") == 2);
+  // Revoked by a reload (SIGHUP): the HTTP API refuses the key from then on, as gRPC does.
+  std::ofstream(keys) << "other-key\n";
+  REQUIRE(server.server().Reload().ok());
+  {
+    Connection c(port);
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer http-key\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(c.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 401"));
+  }
+  {
+    Connection c(port);
+    c.Send("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer other-key\r\nConnection: close\r\n\r\n");
+    CHECK_THAT(c.ReadUntil("]}"), Catch::StartsWith("HTTP/1.1 200"));
+  }
+  CHECK(server.Metric(R"(blip2_requests_total{rpc="GET /v1/models",code="UNAUTHENTICATED"})") == 3);
 }
 
 TEST_CASE("HTTP API: gRPC and HTTP calls share the admission limits (429)") {
