@@ -146,7 +146,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto bytes = DecodeDataUrl(chat->image_url, "messages[0].content image_url.url");
     if (!bytes.ok()) return Fail(bytes.status());
     const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
-    if (!admitted.ok()) return Fail(admitted);
+    if (!admitted.ok()) {
+      ReleaseSlot();  // refused at max_concurrent_streams after taking one
+      return Fail(admitted);
+    }
     stream_mode_ = chat->stream;
     include_usage_ = chat->include_usage;
     id_ = absl::StrCat("chatcmpl-", core_->next_request.fetch_add(1));
@@ -258,10 +261,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   // --- The end of a request ---
-  void Done(const absl::StatusOr<v1::Completion>& result) {
-    job_.reset();
+  void ReleaseSlot() {
     if (held_) core_->Leave();
     held_ = false;
+  }
+
+  void Done(const absl::StatusOr<v1::Completion>& result) {
+    job_.reset();
+    ReleaseSlot();
     // 499: the client closed the connection first (nginx's convention).
     Record(gone_ ? 499 : result.ok() ? 200 : HttpStatusOf(result.status()),
            result.ok() ? result->usage().generated_tokens() : 0, gone_ ? "the client went away" : std::string(result.status().message()));

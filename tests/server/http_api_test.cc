@@ -151,6 +151,12 @@ TEST_CASE("HTTP API: gRPC and HTTP calls share the admission limits (429)") {
   CHECK_THAT(r, Catch::Contains("max_concurrent_streams"));
   CHECK_THAT(r, Catch::Contains(R"("type":"rate_limit_error")"));
   CHECK(ReadToEnd(*admitted, message.token_ids_size()).status.ok());
+  // The refused request gave its slot back: nothing is left in flight, and
+  // the next request is served.
+  CHECK(server.WaitForMetric("blip2_calls_in_flight", 0) == 0);
+  Connection next(server.server().http_port());
+  next.Send(Post("/v1/chat/completions", ChatBody("blip2-tiny-opt-long", 4, false)));
+  CHECK_THAT(next.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 200"));
 }
 
 TEST_CASE("HTTP API: while the server drains, new requests get 503 and the one in flight completes") {
