@@ -108,6 +108,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     request_ = parser_->release();
     keep_alive_ = request_.keep_alive();
     start_ = Clock::now();
+    // A kept-alive connection serves one request after another: nothing of
+    // the previous one carries over.
+    id_.clear();
+    stream_mode_ = include_usage_ = sent_role_ = headers_sent_ = ending_ = false;
+    single_ = true;
+    pending_.clear();
     Route();
   }
 

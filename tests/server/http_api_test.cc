@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -41,6 +42,19 @@ class Connection {
       const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
       if (n <= 0) return;  // the server may answer (413) and close before reading it all
       sent += static_cast<size_t>(n);
+    }
+  }
+  // Reads until `marker` has appeared `count` times in all that was read, or
+  // the server closes.
+  std::string ReadUntilCount(const std::string& marker, int count) {
+    char buf[4096];
+    while (true) {
+      int seen = 0;
+      for (size_t at = received_.find(marker); at != std::string::npos; at = received_.find(marker, at + 1)) ++seen;
+      if (seen >= count) return received_;
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return received_;
+      received_.append(buf, static_cast<size_t>(n));
     }
   }
   // Reads until `until` appears in what was read, or the server closes.
@@ -182,6 +196,29 @@ TEST_CASE("HTTP API: while the server drains, new requests get 503 and the one i
   CHECK_THAT(chat.ReadUntil("}}"), Catch::StartsWith("HTTP/1.1 503"));
   CHECK(ReadToEnd(*in_flight, message.token_ids_size()).status.ok());
   drain.join();
+}
+
+TEST_CASE("HTTP API: a kept-alive connection serves one streamed request after another") {
+  TestServer server(HttpConfig(FixturesDir() + "/blip2-tiny-opt"));
+  Connection c(server.server().http_port());
+  std::string keep_alive = Post("/v1/chat/completions", ChatBody("blip2-tiny-opt", 3, true));
+  keep_alive.replace(keep_alive.find("Connection: close"), 17, "Connection: keep-alive");
+  std::set<std::string> ids;
+  for (int i = 1; i <= 3; ++i) {
+    c.Send(keep_alive);
+    const std::string all = c.ReadUntilCount("data: [DONE]", i);
+    const std::string response = all.substr(all.rfind("HTTP/1.1 "));  // this request's
+    INFO(response);
+    CHECK_THAT(response, Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(response, Catch::Contains("text/event-stream"));
+    CHECK_THAT(response, Catch::Contains(R"("role":"assistant")"));
+    CHECK_THAT(response, Catch::Contains(R"("finish_reason":"length")"));
+    CHECK_THAT(response, Catch::Contains("data: [DONE]"));
+    const size_t id = response.find("x-request-id: ");
+    REQUIRE(id != std::string::npos);
+    ids.insert(response.substr(id, response.find("\r\n", id) - id));
+  }
+  CHECK(ids.size() == 3);
 }
 
 TEST_CASE("HTTP API: a client that hangs up mid-stream cancels its request and frees its KV blocks") {
