@@ -14,7 +14,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/file_util.h"
 #include "server/grpc/engine_job.h"
 #include "server/http/openai_api.h"
 

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "engine/generation/generation_params.h"
 
 namespace blip2::server {
@@ -139,32 +140,28 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body) {
     if (!v.ok()) return v.status();
     return std::optional<double>(*v);
   };
-#define BLIP2_TAKE(var, expr)            \
-  auto var##_or = (expr);                \
-  if (!var##_or.ok()) return var##_or.status(); \
-  const auto var = *var##_or
-  BLIP2_TAKE(max_tokens, get_int("max_tokens", 1, INT32_MAX));
-  BLIP2_TAKE(max_completion_tokens, get_int("max_completion_tokens", 1, INT32_MAX));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> max_tokens, get_int("max_tokens", 1, INT32_MAX));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> max_completion_tokens, get_int("max_completion_tokens", 1, INT32_MAX));
   if (max_tokens && max_completion_tokens && *max_tokens != *max_completion_tokens) {
     return Bad("max_tokens and max_completion_tokens differ; give one");
   }
   if (max_tokens || max_completion_tokens) o.set_max_new_tokens(static_cast<int32_t>(max_tokens ? *max_tokens : *max_completion_tokens));
-  BLIP2_TAKE(min_tokens, get_int("min_tokens", 0, INT32_MAX));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> min_tokens, get_int("min_tokens", 0, INT32_MAX));
   if (min_tokens) o.set_min_new_tokens(static_cast<int32_t>(*min_tokens));
-  BLIP2_TAKE(n, get_int("n", 1, 128));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> n, get_int("n", 1, 128));
   if (n) o.set_num_return_sequences(static_cast<int32_t>(*n));
-  BLIP2_TAKE(num_beams, get_int("num_beams", 1, 128));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> num_beams, get_int("num_beams", 1, 128));
   if (num_beams) o.set_num_beams(static_cast<int32_t>(*num_beams));
-  BLIP2_TAKE(top_k, get_int("top_k", 0, INT32_MAX));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> top_k, get_int("top_k", 0, INT32_MAX));
   if (top_k) o.set_top_k(static_cast<int32_t>(*top_k));
-  BLIP2_TAKE(no_repeat, get_int("no_repeat_ngram_size", 0, INT32_MAX));
+  ASSIGN_OR_RETURN(const std::optional<int64_t> no_repeat, get_int("no_repeat_ngram_size", 0, INT32_MAX));
   if (no_repeat) o.set_no_repeat_ngram_size(static_cast<int32_t>(*no_repeat));
   if (j.contains("seed") && !j["seed"].is_null()) {
     if (!j["seed"].is_number_integer()) return Bad("seed must be an integer");
     o.set_seed(static_cast<uint64_t>(j["seed"].get<int64_t>()));
   }
-  BLIP2_TAKE(temperature, get_number("temperature"));
-  BLIP2_TAKE(top_p, get_number("top_p"));
+  ASSIGN_OR_RETURN(const std::optional<double> temperature, get_number("temperature"));
+  ASSIGN_OR_RETURN(const std::optional<double> top_p, get_number("top_p"));
   if (temperature) {
     if (*temperature < 0 || *temperature > 2) return Bad("temperature must be in [0, 2]");
     // 0 is greedy, as OpenAI's clients mean it; above 0 samples.
@@ -177,15 +174,14 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body) {
     if (!temperature) o.set_do_sample(true);  // nucleus sampling asked for on its own
   }
   if (top_k && !temperature) o.set_do_sample(true);
-  BLIP2_TAKE(repetition_penalty, get_number("repetition_penalty"));
+  ASSIGN_OR_RETURN(const std::optional<double> repetition_penalty, get_number("repetition_penalty"));
   if (repetition_penalty) o.set_repetition_penalty(static_cast<float>(*repetition_penalty));
-  BLIP2_TAKE(length_penalty, get_number("length_penalty"));
+  ASSIGN_OR_RETURN(const std::optional<double> length_penalty, get_number("length_penalty"));
   if (length_penalty) o.set_length_penalty(static_cast<float>(*length_penalty));
   for (const char* name : {"frequency_penalty", "presence_penalty"}) {
-    BLIP2_TAKE(penalty, get_number(name));
+    ASSIGN_OR_RETURN(const std::optional<double> penalty, get_number(name));
     if (penalty && *penalty != 0) return Bad(std::string(name) + " is not supported (use repetition_penalty)");
   }
-#undef BLIP2_TAKE
   if (j.contains("early_stopping") && !j["early_stopping"].is_null()) {
     const Json& e = j["early_stopping"];
     if (e.is_boolean()) {
