@@ -90,7 +90,7 @@ nlohmann::json RunLoad(engine::Engine& engine, int total, int window, int64_t ne
 // Times every token of one request as the engine hands it over (OnToken).
 class TokenClock : public engine::WaitingSink {
  public:
-  void OnToken(int64_t) override {
+  void OnToken(int64_t, const engine::TokenLogprob*) override {
     std::lock_guard<std::mutex> lock(mu_);
     times_.push_back(Clock::now());
   }

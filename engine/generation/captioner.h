@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/generation/finish_reason.h"
 #include "engine/generation/generation_params.h"
+#include "engine/generation/token_logprob.h"
 #include "engine/model/image_encoder.h"
 #include "engine/model/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -33,6 +34,8 @@ struct GeneratedSequence {
   // stop string when one ended it.
   std::string text;
   FinishReason finish_reason = FinishReason::kLength;
+  // One per token id when the request asked for log-probabilities.
+  std::vector<TokenLogprob> logprobs;
 };
 
 struct CaptionResult {

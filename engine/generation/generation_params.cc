@@ -36,6 +36,7 @@ absl::Status ApplyGenerateKwarg(const std::string& key, const nlohmann::json& v,
     else if (key == "seed") o->seed = v.get<uint64_t>();
     else if (key == "repetition_penalty") o->repetition_penalty = v.get<double>();
     else if (key == "no_repeat_ngram_size") o->no_repeat_ngram_size = v.get<int64_t>();
+    else if (key == "logprobs") o->logprobs = v.get<int64_t>();
     else if (key == "do_sample") o->do_sample = v.get<bool>();
     else if (key == "eos_token_id")
       o->eos_token_ids = v.is_array() ? v.get<std::vector<int64_t>>() : std::vector<int64_t>{v.get<int64_t>()};
@@ -79,6 +80,7 @@ absl::StatusOr<GenerationParams> ResolveGenerationParams(const GenerationConfig&
   p.no_repeat_ngram_size = o.no_repeat_ngram_size.value_or(d.no_repeat_ngram_size);
   p.eos_token_ids = o.eos_token_ids.value_or(d.eos_token_id);
   p.stop_strings = o.stop_strings;
+  p.logprobs = o.logprobs.value_or(-1);
   if (o.seed) {
     p.seed = *o.seed;
   } else if (p.do_sample) {
@@ -121,6 +123,12 @@ absl::StatusOr<GenerationParams> ResolveGenerationParams(const GenerationConfig&
   }
   if (!p.stop_strings.empty() && p.num_beams > 1) {
     return Bad("stop", "stop strings are not supported with beam search");
+  }
+  if (o.logprobs && (*o.logprobs < 0 || *o.logprobs > kMaxTopLogprobs)) {
+    return Bad("logprobs", absl::StrCat(*o.logprobs, " is outside [0, ", kMaxTopLogprobs, "]"));
+  }
+  if (p.logprobs >= 0 && p.num_beams > 1) {
+    return Bad("logprobs", "log-probabilities are not available with beam search");
   }
   return p;
 }

@@ -32,6 +32,7 @@ struct GenerationOverrides {
   std::optional<int64_t> no_repeat_ngram_size;
   std::optional<std::vector<int64_t>> eos_token_ids;
   std::vector<std::string> stop_strings;
+  std::optional<int64_t> logprobs;
 };
 
 // Server-side bounds on what a request may ask.
@@ -57,7 +58,13 @@ struct GenerationParams {
   int64_t no_repeat_ngram_size = 0;
   std::vector<int64_t> eos_token_ids;
   std::vector<std::string> stop_strings;
+  // -1: no log-probabilities; k >= 0: every generated token comes with its
+  // log-probability and the k most likely tokens of its step.
+  int64_t logprobs = -1;
 };
+
+// Alternatives a request may ask for per token (OpenAI's top_logprobs bound).
+inline constexpr int64_t kMaxTopLogprobs = 20;
 
 // Parses "true", "false" or "never".
 absl::StatusOr<EarlyStopping> ParseEarlyStopping(const std::string& text);
@@ -74,7 +81,7 @@ absl::StatusOr<GenerationParams> ResolveGenerationParams(const GenerationConfig&
 // Sets the override that a transformers `generate` keyword names
 // (max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
 // length_penalty, early_stopping, temperature, top_p, top_k, seed,
-// repetition_penalty, no_repeat_ngram_size, eos_token_id, stop). NOT_FOUND for
+// repetition_penalty, no_repeat_ngram_size, eos_token_id, stop, logprobs). NOT_FOUND for
 // any other key; INVALID_ARGUMENT naming the key for a value of the wrong type.
 absl::Status ApplyGenerateKwarg(const std::string& key, const nlohmann::json& value, GenerationOverrides* o);
 

@@ -1,5 +1,8 @@
 #include "engine/generation/sampler.h"
 
+#include <algorithm>
+#include <optional>
+
 namespace blip2::engine {
 
 bool NeedsProcessing(const RowContext& row) {
@@ -8,8 +11,66 @@ bool NeedsProcessing(const RowContext& row) {
          row.generated < p.min_new_tokens;
 }
 
-std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows) {
+namespace {
+
+// The raw log-softmax of the rows that ask for log-probabilities (taken
+// before the processors change `logits` in place), and their top k.
+class RawLogprobs {
+ public:
+  RawLogprobs(const at::Tensor& logits, const std::vector<SampleRow>& rows) {
+    std::vector<int64_t> logits_rows;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t k = rows[r].context.params->logprobs;
+      if (k < 0) continue;
+      wanted_.push_back(r);
+      logits_rows.push_back(rows[r].logits_row);
+      max_k_ = std::max(max_k_, std::min<int64_t>(k, logits.size(1)));
+    }
+    if (wanted_.empty()) return;
+    log_probs_ = logits.index_select(0, at::tensor(logits_rows, at::kLong).to(logits.device()))
+                     .to(at::kFloat)
+                     .log_softmax(-1);
+    if (max_k_ > 0) {
+      auto [values, indices] = log_probs_.topk(max_k_, -1);
+      top_values_ = values.to(at::kCPU).contiguous();
+      top_indices_ = indices.to(at::kCPU).contiguous();
+    }
+  }
+
+  // Fills (*out)[r] for every wanted row r, given the ids picked.
+  void Fill(const std::vector<SampleRow>& rows, const std::vector<int64_t>& ids, std::vector<TokenLogprob>* out) const {
+    out->assign(rows.size(), {});
+    if (wanted_.empty()) return;
+    std::vector<int64_t> picked;
+    for (size_t r : wanted_) picked.push_back(ids[r]);
+    const at::Tensor chosen =
+        log_probs_.gather(1, at::tensor(picked, at::kLong).to(log_probs_.device()).unsqueeze(1)).to(at::kCPU).contiguous();
+    for (size_t i = 0; i < wanted_.size(); ++i) {
+      TokenLogprob& lp = (*out)[wanted_[i]];
+      lp.token = picked[i];
+      lp.logprob = chosen.data_ptr<float>()[i];
+      const int64_t k = std::min<int64_t>(rows[wanted_[i]].context.params->logprobs, max_k_);
+      for (int64_t j = 0; j < k; ++j) {
+        lp.top.emplace_back(top_indices_.data_ptr<int64_t>()[static_cast<int64_t>(i) * max_k_ + j],
+                            top_values_.data_ptr<float>()[static_cast<int64_t>(i) * max_k_ + j]);
+      }
+    }
+  }
+
+ private:
+  std::vector<size_t> wanted_;
+  int64_t max_k_ = 0;
+  at::Tensor log_probs_, top_values_, top_indices_;
+};
+
+}  // namespace
+
+std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows,
+                                  std::vector<TokenLogprob>* logprobs) {
+  if (logprobs != nullptr) logprobs->clear();
   if (rows.empty()) return {};
+  std::optional<RawLogprobs> raw;
+  if (logprobs != nullptr) raw.emplace(logits, rows);
   bool identity = static_cast<int64_t>(rows.size()) == logits.size(0);
   bool process = false;
   std::vector<int64_t> index;
@@ -40,6 +101,7 @@ std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRo
       ids[r] = at::multinomial(probs[static_cast<int64_t>(i)], 1, /*replacement=*/false, *rows[r].rng).item<int64_t>();
     }
   }
+  if (raw) raw->Fill(rows, ids, logprobs);
   return ids;
 }
 

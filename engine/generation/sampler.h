@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/generation/logits_processors.h"
+#include "engine/generation/token_logprob.h"
 
 namespace blip2::engine {
 
@@ -23,8 +24,10 @@ struct SampleRow {
 
 // `logits`: [N, V] float32; the processors may change it in place (the caller
 // is done with it). Returns one id per row, on the host, in `rows` order;
-// draws happen in that order.
-std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows);
+// draws happen in that order. With `logprobs`, it gets one entry per row:
+// filled for rows whose params ask for log-probabilities, empty otherwise.
+std::vector<int64_t> SampleTokens(at::Tensor& logits, const std::vector<SampleRow>& rows,
+                                  std::vector<TokenLogprob>* logprobs = nullptr);
 
 // Whether a row needs more than an argmax (processors or a draw).
 bool NeedsProcessing(const RowContext& row);

@@ -222,6 +222,13 @@ const ModelSpec& Engine::spec() const { return room_->model->spec; }
 
 const GenerationLimits& Engine::limits() const { return impl_->config.limits; }
 
+std::string Engine::TokenText(int64_t id) const {
+  const Tokenizer* tokenizer = room_->model->tokenizer.get();
+  if (tokenizer == nullptr || id < 0) return "";
+  absl::StatusOr<std::string> bytes = tokenizer->TokenBytes(id, /*skip_special_tokens=*/false, /*first=*/false);
+  return bytes.ok() ? *bytes : "";
+}
+
 std::vector<int64_t> Engine::pixel_shape() const { return room_->pixel_shape(); }
 
 bool Engine::serves_generation() const { return room_->serves_generation(); }
@@ -546,10 +553,10 @@ void Engine::Impl::Admit(const std::vector<int64_t>& ids) {
   for (size_t i = 0; i < ids.size(); ++i) {
     auto& g = static_cast<GenerationRequest&>(*active.at(ids[i]));
     RequestSink* sink = g.sink.get();
-    std::function<void(int64_t)> on_token;
+    TokenSink on_token;
     TextPieceSink on_text;
     if (sink != nullptr) {
-      on_token = [sink](int64_t token) { sink->OnToken(token); };
+      on_token = [sink](int64_t token, const TokenLogprob* logprob) { sink->OnToken(token, logprob); };
       on_text = [sink](const std::string& text) { sink->OnText(text); };
     }
     g.task =
@@ -693,10 +700,11 @@ void Engine::Impl::RunStep() {
     firsts.emplace_back(&task, rows.size());
     task.AppendSampleRows(rows_of[r], &rows);
   }
-  const std::vector<int64_t> tokens = SampleTokens(logits, rows);
+  std::vector<TokenLogprob> logprobs;  // one per row; empty unless its request asked
+  const std::vector<int64_t> tokens = SampleTokens(logits, rows, &logprobs);
   const double sample_ms = clock.Lap();
 
-  for (const auto& [task, first] : firsts) task->TakeTokens(tokens.data() + first);
+  for (const auto& [task, first] : firsts) task->TakeTokens(tokens.data() + first, logprobs.data() + first);
   const Clock::time_point produced = Clock::now();
   for (GenerationRequest* g : requests) {
     if (!g->first_token && g->task->produced_any()) g->first_token = produced;

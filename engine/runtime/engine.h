@@ -93,8 +93,9 @@ class RequestSink {
  public:
   virtual ~RequestSink() = default;
   // Each new token id of a single-sequence request, as it is produced (beam
-  // search and several samples report theirs in OnFinished).
-  virtual void OnToken(int64_t token) {}
+  // search and several samples report theirs in OnFinished), with its
+  // log-probability when the request asked for them (else null).
+  virtual void OnToken(int64_t token, const TokenLogprob* logprob) {}
   // New text of a single-sequence request as it is produced; beam search and
   // several samples send their first sequence's text once, before OnFinished.
   virtual void OnText(const std::string& text) {}
@@ -199,6 +200,10 @@ class Engine {
   EngineStats Stats() const;  // the whole engine: every model it serves
   const ModelSpec& spec() const;
   const GenerationLimits& limits() const;
+  // The bytes token `id` stands for in decoded text (special tokens as
+  // written, possibly part of a UTF-8 character); "" for an id the tokenizer
+  // does not have (the model's vocabulary can be larger). Generation only.
+  std::string TokenText(int64_t id) const;
   std::vector<int64_t> pixel_shape() const;
 
  private:

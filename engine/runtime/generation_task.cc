@@ -8,7 +8,7 @@
 namespace blip2::engine {
 
 GenerationTask::GenerationTask(int64_t id, GenerationParams params, DecoderInput first_step,
-                               const Tokenizer& tokenizer, std::function<void(int64_t)> on_token,
+                               const Tokenizer& tokenizer, TokenSink on_token,
                                TextPieceSink on_text)
     : id_(id),
       params_(std::move(params)),
@@ -69,14 +69,16 @@ void GenerationTask::AppendSampleRows(const StepRows& step, std::vector<SampleRo
   }
 }
 
-void GenerationTask::TakeTokens(const int64_t* tokens) {
+void GenerationTask::TakeTokens(const int64_t* tokens, const TokenLogprob* logprobs) {
+  const bool with_logprobs = params_.logprobs >= 0 && logprobs != nullptr;
   for (size_t i = 0; i < pending_rows_.size(); ++i) {
     Sample& s = samples_[pending_rows_[i]];
     const int64_t token = tokens[i];
     s.generated.push_back(token);
     s.history.push_back(token);
+    if (with_logprobs) s.logprobs.push_back(logprobs[i]);
     if (pending_rows_[i] == 0) produced_any_ = true;
-    if (on_token_) on_token_(token);
+    if (on_token_) on_token_(token, with_logprobs ? &logprobs[i] : nullptr);
     if (IsEos(token)) {
       s.done = true;
       s.reason = FinishReason::kEos;
@@ -171,7 +173,11 @@ CaptionResult GenerationTask::Result(bool cancelled) const {
   } else {
     for (const Sample& s : samples_) hyps.push_back({s.generated, cancelled && !s.done ? FinishReason::kCancelled : s.reason, 0});
   }
-  return Finished(std::move(hyps));
+  CaptionResult result = Finished(std::move(hyps));
+  if (!beams_) {
+    for (size_t s = 0; s < samples_.size(); ++s) result.sequences[s].logprobs = samples_[s].logprobs;
+  }
+  return result;
 }
 
 void GenerationTask::FlushText() {

@@ -50,6 +50,9 @@ struct StepRows {
   }
 };
 
+// A single sequence's new token, with its log-probability when asked for.
+using TokenSink = std::function<void(int64_t token, const TokenLogprob* logprob)>;
+
 class GenerationTask {
  public:
   // `first_step`: OPT, the prompt ids with the image embeddings; T5, the
@@ -57,7 +60,7 @@ class GenerationTask {
   // sequence's history. `on_token`/`on_text` stream the sequence of a
   // single-sequence task (may be empty); wider tasks deliver at the end.
   GenerationTask(int64_t id, GenerationParams params, DecoderInput first_step, const Tokenizer& tokenizer,
-                 std::function<void(int64_t)> on_token, TextPieceSink on_text);
+                 TokenSink on_token, TextPieceSink on_text);
 
   int64_t id() const { return id_; }
   const GenerationParams& params() const { return params_; }
@@ -72,8 +75,9 @@ class GenerationTask {
 
   // Single and samples: one SampleRow per live sequence, in sample order.
   void AppendSampleRows(const StepRows& step, std::vector<SampleRow>* rows);
-  // The sampled ids for the rows AppendSampleRows added, in the same order.
-  void TakeTokens(const int64_t* tokens);
+  // The sampled ids for the rows AppendSampleRows added, in the same order,
+  // with their log-probabilities (SampleTokens' entries for the same rows).
+  void TakeTokens(const int64_t* tokens, const TokenLogprob* logprobs);
   // Beam search: one step with the logits of its beams (rows from `logits`).
   void BeamStep(const at::Tensor& logits, const StepRows& step);
 
@@ -94,6 +98,7 @@ class GenerationTask {
     SequenceId seq = -1;  // -1: not forked yet (shares the first sequence)
     std::vector<int64_t> history;  // first step ids + generated
     std::vector<int64_t> generated;
+    std::vector<TokenLogprob> logprobs;  // when params().logprobs >= 0
     std::unique_ptr<TextStreamer> streamer;
     bool done = false;
     bool released = false;  // its scheduler sequence was freed
@@ -106,7 +111,7 @@ class GenerationTask {
   GenerationParams params_;
   DecoderInput first_step_;
   const Tokenizer& tokenizer_;
-  std::function<void(int64_t)> on_token_;
+  TokenSink on_token_;
   std::optional<at::Generator> rng_;
   std::vector<Sample> samples_;      // single and samples
   std::vector<size_t> pending_rows_;  // samples whose rows AppendSampleRows added

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "blip2.grpc.pb.h"
 #include "common/cli_flags.h"
@@ -140,7 +141,15 @@ int RunClient(const std::vector<std::string>& args) {
       if (response.has_final()) {
         const v1::Completion& final = response.final();
         if (ids) {
-          for (const v1::Sequence& s : final.sequences()) std::printf("%s\n", absl::StrJoin(s.token_ids(), " ").c_str());
+          for (const v1::Sequence& s : final.sequences()) {
+            std::printf("%s\n", absl::StrJoin(s.token_ids(), " ").c_str());
+            // With --logprobs: each token's log-probability, on a line of its own.
+            if (s.logprobs_size() > 0) {
+              std::string line = "logprobs";
+              for (const v1::TokenLogprob& lp : s.logprobs()) absl::StrAppendFormat(&line, " %.7g", lp.logprob());
+              std::printf("%s\n", line.c_str());
+            }
+          }
         } else {
           std::printf("\n");
         }

@@ -20,7 +20,7 @@ const std::vector<std::string>& DecodingFlagNames() {
   static const std::vector<std::string> names = {
       "max-new-tokens", "min-new-tokens", "num-beams", "num-return-sequences", "top-k",
       "no-repeat-ngram-size", "length-penalty", "temperature", "top-p", "repetition-penalty",
-      "early-stopping", "seed", "stop"};
+      "early-stopping", "seed", "stop", "logprobs"};
   return names;
 }
 
@@ -32,7 +32,8 @@ absl::StatusOr<engine::GenerationOverrides> OverridesFromFlags(const common::Cli
   };
   for (const IntFlag& f : {IntFlag{"max-new-tokens", &o.max_new_tokens}, {"min-new-tokens", &o.min_new_tokens},
                            {"num-beams", &o.num_beams}, {"num-return-sequences", &o.num_return_sequences},
-                           {"top-k", &o.top_k}, {"no-repeat-ngram-size", &o.no_repeat_ngram_size}}) {
+                           {"top-k", &o.top_k}, {"no-repeat-ngram-size", &o.no_repeat_ngram_size},
+                           {"logprobs", &o.logprobs}}) {
     if (!flags.Has(f.name)) continue;
     auto v = flags.GetInt(f.name, 0);
     if (!v.ok()) return v.status();

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/cli_flags.h"
 #include "common/file_util.h"
@@ -61,7 +62,14 @@ nlohmann::json ResultJson(const absl::StatusOr<engine::CaptionResult>& result, c
   if (!result.ok()) return {{"error", result.status().ToString()}};
   nlohmann::json sequences = nlohmann::json::array();
   for (const auto& s : result->sequences) {
-    sequences.push_back({{"text", s.text}, {"token_ids", s.token_ids}, {"finish_reason", std::string(engine::FinishReasonName(s.finish_reason))}});
+    nlohmann::json seq = {{"text", s.text}, {"token_ids", s.token_ids},
+                          {"finish_reason", std::string(engine::FinishReasonName(s.finish_reason))}};
+    if (!s.logprobs.empty()) {
+      nlohmann::json logprobs = nlohmann::json::array();
+      for (const engine::TokenLogprob& lp : s.logprobs) logprobs.push_back(lp.logprob);
+      seq["logprobs"] = logprobs;
+    }
+    sequences.push_back(std::move(seq));
   }
   return {{"sequences", sequences},
           {"usage",
@@ -173,6 +181,11 @@ int RunGenerate(const std::vector<std::string>& args) {
     const engine::GeneratedSequence& s = result->sequences[i];
     if (ids) {
       std::printf("%s\n", absl::StrJoin(s.token_ids, " ").c_str());
+      if (!s.logprobs.empty()) {  // --logprobs: each token's log-probability
+        std::string line = "logprobs";
+        for (const engine::TokenLogprob& lp : s.logprobs) absl::StrAppendFormat(&line, " %.7g", lp.logprob);
+        std::printf("%s\n", line.c_str());
+      }
     } else if (stream && i == 0) {
       std::printf("\n");  // the text itself went out as it was produced
     } else {

@@ -29,6 +29,7 @@ engine::GenerationOverrides OverridesFromProto(const v1::DecodingOptions& p) {
   if (p.has_repetition_penalty()) o.repetition_penalty = p.repetition_penalty();
   if (p.has_no_repeat_ngram_size()) o.no_repeat_ngram_size = p.no_repeat_ngram_size();
   if (p.has_seed()) o.seed = p.seed();
+  if (p.has_logprobs()) o.logprobs = p.logprobs();
   o.stop_strings.assign(p.stop().begin(), p.stop().end());
   return o;
 }
@@ -52,6 +53,7 @@ v1::DecodingOptions OverridesToProto(const engine::GenerationOverrides& o) {
   if (o.repetition_penalty) p.set_repetition_penalty(static_cast<float>(*o.repetition_penalty));
   if (o.no_repeat_ngram_size) p.set_no_repeat_ngram_size(static_cast<int32_t>(*o.no_repeat_ngram_size));
   if (o.seed) p.set_seed(*o.seed);
+  if (o.logprobs) p.set_logprobs(static_cast<int32_t>(*o.logprobs));
   for (const std::string& s : o.stop_strings) p.add_stop(s);
   return p;
 }
@@ -76,6 +78,16 @@ std::string FinishReasonName(v1::FinishReason reason) {
   }
 }
 
+void FillLogprob(const engine::TokenLogprob& logprob, v1::TokenLogprob* out) {
+  out->set_token_id(logprob.token);
+  out->set_logprob(logprob.logprob);
+  for (const auto& [token, value] : logprob.top) {
+    v1::TokenAlternative* alt = out->add_top();
+    alt->set_token_id(token);
+    alt->set_logprob(value);
+  }
+}
+
 void FillCompletion(const engine::CaptionResult& result, const engine::Usage& usage, int64_t image_tokens,
                     double offset_ms, v1::Completion* completion) {
   int64_t generated = 0;
@@ -84,6 +96,7 @@ void FillCompletion(const engine::CaptionResult& result, const engine::Usage& us
     out->set_text(s.text);
     out->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
     out->set_finish_reason(ToProto(s.finish_reason));
+    for (const engine::TokenLogprob& lp : s.logprobs) FillLogprob(lp, out->add_logprobs());
     generated += static_cast<int64_t>(s.token_ids.size());
   }
   v1::Usage* u = completion->mutable_usage();

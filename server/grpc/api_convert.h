@@ -19,6 +19,8 @@ v1::DecodingOptions OverridesToProto(const engine::GenerationOverrides& override
 v1::FinishReason ToProto(engine::FinishReason reason);
 std::string FinishReasonName(v1::FinishReason reason);  // "eos", "length", ...
 
+void FillLogprob(const engine::TokenLogprob& logprob, v1::TokenLogprob* out);
+
 // Sequences and usage; `image_tokens` are the query tokens the image adds.
 // `offset_ms` is the time between receiving the call and submitting it to the
 // engine (decoding, preprocessing), added to every latency.

@@ -50,9 +50,10 @@ class GenerateCall final : public StreamReactor<v1::GenerateResponse> {
       return;
     }
     JobCallbacks callbacks;
-    callbacks.on_token = [this](int64_t token) {
+    callbacks.on_token = [this](int64_t token, const engine::TokenLogprob* logprob) {
       v1::GenerateResponse delta;
       delta.add_token_ids(token);
+      if (logprob != nullptr) FillLogprob(*logprob, delta.add_logprobs());
       Push(std::move(delta), /*mergeable=*/true);
     };
     callbacks.on_text = [this](const std::string& text) {
@@ -85,6 +86,7 @@ class GenerateCall final : public StreamReactor<v1::GenerateResponse> {
   void Merge(v1::GenerateResponse& last, const v1::GenerateResponse& next) override {
     last.mutable_text()->append(next.text());
     last.mutable_token_ids()->MergeFrom(next.token_ids());
+    last.mutable_logprobs()->MergeFrom(next.logprobs());
   }
   void End(const grpc::Status& status, int64_t tokens) {
     record_.Finished(status, tokens);

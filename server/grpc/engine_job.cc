@@ -100,7 +100,7 @@ void EngineJob::LeaveQueue() {
   if (in_queue_.exchange(false)) core_->metrics->admission_queue.Set({}, static_cast<double>(--core_->queued));
 }
 
-void EngineJob::OnToken(int64_t token) {
+void EngineJob::OnToken(int64_t token, const engine::TokenLogprob* logprob) {
   const Clock::time_point now = Clock::now();
   if (!saw_token_) {
     saw_token_ = true;
@@ -110,7 +110,7 @@ void EngineJob::OnToken(int64_t token) {
     core_->metrics->inter_token_latency.Observe({}, Seconds(last_token_, now));
   }
   last_token_ = now;
-  if (callbacks_.on_token) callbacks_.on_token(token);
+  if (callbacks_.on_token) callbacks_.on_token(token, logprob);
 }
 
 void EngineJob::OnText(const std::string& text) {

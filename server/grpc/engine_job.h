@@ -32,7 +32,7 @@ struct JobInput {
 
 struct JobCallbacks {
   // On the engine thread, as tokens and text are produced; both optional.
-  std::function<void(int64_t token)> on_token;
+  std::function<void(int64_t token, const engine::TokenLogprob* logprob)> on_token;
   std::function<void(const std::string& text)> on_text;
   // Exactly once, last: the completion, or why there is none.
   std::function<void(absl::StatusOr<v1::Completion> result)> on_done;
@@ -47,7 +47,7 @@ class EngineJob : public engine::RequestSink, public std::enable_shared_from_thi
   // gets a completion whose finish reason is CANCELLED, or an error.
   void Cancel();
 
-  void OnToken(int64_t token) override;
+  void OnToken(int64_t token, const engine::TokenLogprob* logprob) override;
   void OnText(const std::string& text) override;
   void OnFinished(const engine::CaptionResult& result, const engine::Usage& usage) override;
   void OnError(const absl::Status& status) override;

@@ -113,9 +113,17 @@ absl::StatusOr<std::unique_ptr<Blip2Server>> Blip2Server::Start(const config::Se
   }
 
   if (cfg.http_port() >= 0) {
-    const std::string model = std::filesystem::path(cfg.model_dir()).lexically_normal().filename().string();
+    const auto name = [](const std::string& dir) {  // the folder's name, also for "dir/"
+      const std::filesystem::path p = std::filesystem::path(dir).lexically_normal();
+      return (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+    };
+    const ServiceCore& core = impl->service->core();
+    const std::string model = core.engine->serves_generation() ? name(cfg.model_dir()) : "";
+    const std::string retrieval = !cfg.retrieval_model_dir().empty() ? name(cfg.retrieval_model_dir())
+                                  : core.retrieval != nullptr        ? name(cfg.model_dir())
+                                                                     : "";
     ASSIGN_OR_RETURN(impl->openai, HttpFront::Start(&impl->service->core(), cfg.host(), cfg.http_port(),
-                                                    cfg.http_threads(), model, cfg.security()));
+                                                    cfg.http_threads(), model, retrieval, cfg.security()));
   }
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -13,66 +13,27 @@
 namespace blip2::server {
 namespace {
 
-// One Match or Embed call: N engine requests, one response. Shared with the
-// engine (as each request's sink) until every request has ended and gRPC is
-// done with the reactor.
-class RetrievalCall final : public grpc::ServerUnaryReactor {
+// N engine requests, one outcome: each request's sink fills its slot; the
+// last to end calls `done`. Shared with the engine until then.
+class Fanout : public std::enable_shared_from_this<Fanout> {
  public:
-  // Builds the call's engine requests from the API message (on the pool).
-  using Build = std::function<absl::StatusOr<std::vector<engine::RetrievalRequest>>(engine::Engine&)>;
-  // Fills the response from the requests' results, in order.
-  using Fill = std::function<void(const std::vector<engine::RetrievalResult>&)>;
+  Fanout(size_t n, RetrievalDone done) : results_(n), remaining_(static_cast<int>(n)), done_(std::move(done)) {}
 
-  static grpc::ServerUnaryReactor* Start(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc,
-                                         const google::protobuf::Message& request, Build build, Fill fill) {
-    auto call = std::shared_ptr<RetrievalCall>(new RetrievalCall(core, ctx, rpc, std::move(fill)));
-    call->self_ = call;
-    absl::Status admitted = call->record_.Admit(/*model_call=*/true);
-    if (admitted.ok()) admitted = call->record_.CheckSize(request);
-    if (admitted.ok() && core->retrieval == nullptr) {
-      admitted = absl::FailedPreconditionError(
-          absl::StrCat(rpc, " needs a retrieval checkpoint (e.g. blip2-itm-vit-g); this server loaded ",
-                       core->cfg.model_dir(), ", a generation model (set retrieval_model_dir to add one)"));
-    }
-    if (!admitted.ok()) {
-      call->End(admitted);
-      return call.get();
-    }
-    core->pool.Post([call, core, build = std::move(build)] {
-      auto requests = build(*core->retrieval);
-      if (!requests.ok()) return call->End(requests.status());
-      call->results_.resize(requests->size());
-      call->remaining_ = static_cast<int>(requests->size());
-      for (size_t i = 0; i < requests->size(); ++i) {
-        auto sink = std::make_shared<Sink>(call, i);
-        auto id = core->retrieval->SubmitRetrieval(std::move((*requests)[i]), sink);
-        if (!id.ok()) sink->OnError(id.status());
-      }
-    });
-    return call.get();
-  }
-
-  void OnDone() override { self_.reset(); }
-
- private:
   // One engine request's terminal event, into slot `index`.
   struct Sink : engine::RequestSink {
-    Sink(std::shared_ptr<RetrievalCall> call, size_t index) : call(std::move(call)), index(index) {}
+    Sink(std::shared_ptr<Fanout> fanout, size_t index) : fanout(std::move(fanout)), index(index) {}
     void OnFinished(const engine::CaptionResult&, const engine::Usage&) override {
-      call->Ended(index, absl::InternalError("a retrieval request ended as a generation"), {});
+      fanout->Ended(index, absl::InternalError("a retrieval request ended as a generation"));
     }
-    void OnRetrieved(const engine::RetrievalResult& result, const engine::Usage& usage) override {
-      call->Ended(index, result, usage);
+    void OnRetrieved(const engine::RetrievalResult& result, const engine::Usage&) override {
+      fanout->Ended(index, result);
     }
-    void OnError(const absl::Status& status) override { call->Ended(index, status, {}); }
-    std::shared_ptr<RetrievalCall> call;
+    void OnError(const absl::Status& status) override { fanout->Ended(index, status); }
+    std::shared_ptr<Fanout> fanout;
     size_t index;
   };
 
-  RetrievalCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc, Fill fill)
-      : record_(core, ctx, rpc), fill_(std::move(fill)) {}
-
-  void Ended(size_t index, absl::StatusOr<engine::RetrievalResult> result, const engine::Usage&) {
+  void Ended(size_t index, absl::StatusOr<engine::RetrievalResult> result) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (result.ok()) {
@@ -82,10 +43,50 @@ class RetrievalCall final : public grpc::ServerUnaryReactor {
       }
     }
     if (--remaining_ > 0) return;
-    if (!error_.ok()) return End(error_);
-    fill_(results_);
-    End(absl::OkStatus());
+    RetrievalDone done = std::move(done_);
+    if (!error_.ok()) return done(error_);
+    done(std::move(results_));
   }
+
+ private:
+  std::mutex mu_;
+  std::vector<engine::RetrievalResult> results_;
+  absl::Status error_;
+  std::atomic<int> remaining_;
+  RetrievalDone done_;
+};
+
+// One Match or Embed call over gRPC. Shared with RunRetrieval's callback
+// until it answers and gRPC is done with the reactor.
+class RetrievalCall final : public grpc::ServerUnaryReactor {
+ public:
+  // Fills the response from the requests' results, in order.
+  using Fill = std::function<void(const std::vector<engine::RetrievalResult>&)>;
+
+  static grpc::ServerUnaryReactor* Start(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc,
+                                         const google::protobuf::Message& request, RetrievalBuild build, Fill fill) {
+    auto call = std::shared_ptr<RetrievalCall>(new RetrievalCall(core, ctx, rpc));
+    call->self_ = call;
+    absl::Status admitted = call->record_.Admit(/*model_call=*/true);
+    if (admitted.ok()) admitted = call->record_.CheckSize(request);
+    if (admitted.ok()) admitted = RetrievalAvailable(*core, rpc);
+    if (!admitted.ok()) {
+      call->End(admitted);
+      return call.get();
+    }
+    RunRetrieval(core, std::move(build),
+                 [call, fill = std::move(fill)](absl::StatusOr<std::vector<engine::RetrievalResult>> results) {
+                   if (!results.ok()) return call->End(results.status());
+                   fill(*results);
+                   call->End(absl::OkStatus());
+                 });
+    return call.get();
+  }
+
+  void OnDone() override { self_.reset(); }
+
+ private:
+  RetrievalCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc) : record_(core, ctx, rpc) {}
 
   void End(const absl::Status& status) {
     record_.Finished(ToGrpcStatus(status));
@@ -93,15 +94,56 @@ class RetrievalCall final : public grpc::ServerUnaryReactor {
   }
 
   CallRecord record_;
-  Fill fill_;
-  std::mutex mu_;
-  std::vector<engine::RetrievalResult> results_;
-  absl::Status error_;
-  std::atomic<int> remaining_{0};
   std::shared_ptr<RetrievalCall> self_;
 };
 
 }  // namespace
+
+absl::Status RetrievalAvailable(const ServiceCore& core, const std::string& what) {
+  if (core.retrieval != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " needs a retrieval checkpoint (e.g. blip2-itm-vit-g); this server loaded ",
+                   core.cfg.model_dir(), ", a generation model (set retrieval_model_dir to add one)"));
+}
+
+void RunRetrieval(ServiceCore* core, RetrievalBuild build, RetrievalDone done) {
+  core->pool.Post([core, build = std::move(build), done = std::move(done)]() mutable {
+    auto requests = build(*core->retrieval);
+    if (!requests.ok()) return done(requests.status());
+    auto fanout = std::make_shared<Fanout>(requests->size(), std::move(done));
+    for (size_t i = 0; i < requests->size(); ++i) {
+      auto sink = std::make_shared<Fanout::Sink>(fanout, i);
+      auto id = core->retrieval->SubmitRetrieval(std::move((*requests)[i]), sink);
+      if (!id.ok()) sink->OnError(id.status());
+    }
+  });
+}
+
+absl::StatusOr<std::vector<engine::RetrievalRequest>> BuildEmbedRequests(const ServiceCore& core,
+                                                                         engine::Engine& engine,
+                                                                         const v1::EmbedRequest& request) {
+  if (request.images().empty() && request.texts().empty()) return absl::InvalidArgumentError("give images, texts or both");
+  std::vector<engine::RetrievalRequest> out;
+  for (int i = 0; i < request.images_size(); ++i) {
+    engine::RetrievalRequest r;
+    RETURN_IF_ERROR(
+        ResolveImage(core, engine, request.images(i), absl::StrCat("images[", i, "]"), &r.pixels, &r.image_key));
+    r.features = request.include_features();
+    out.push_back(std::move(r));
+  }
+  if (!request.texts().empty()) {
+    engine::RetrievalRequest r;
+    r.texts.assign(request.texts().begin(), request.texts().end());
+    r.features = request.include_features();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+v1::EmbedResponse EmbedResponseFromResults(const std::vector<engine::RetrievalResult>& results, int images) {
+  const std::vector<engine::RetrievalResult> image_results(results.begin(), results.begin() + images);
+  return EmbedResponseFrom(image_results, static_cast<int>(results.size()) > images ? &results.back() : nullptr);
+}
 
 grpc::ServerUnaryReactor* StartMatch(ServiceCore* core, grpc::CallbackServerContext* ctx,
                                      const v1::MatchRequest& request, v1::MatchResponse* response) {
@@ -121,31 +163,10 @@ grpc::ServerUnaryReactor* StartMatch(ServiceCore* core, grpc::CallbackServerCont
 
 grpc::ServerUnaryReactor* StartEmbed(ServiceCore* core, grpc::CallbackServerContext* ctx,
                                      const v1::EmbedRequest& request, v1::EmbedResponse* response) {
-  // One engine request per image (texts on none), then one for all the texts.
-  auto build = [core, request](engine::Engine& engine) -> absl::StatusOr<std::vector<engine::RetrievalRequest>> {
-    if (request.images().empty() && request.texts().empty()) {
-      return absl::InvalidArgumentError("give images, texts or both");
-    }
-    std::vector<engine::RetrievalRequest> out;
-    for (int i = 0; i < request.images_size(); ++i) {
-      engine::RetrievalRequest r;
-      RETURN_IF_ERROR(
-          ResolveImage(*core, engine, request.images(i), absl::StrCat("images[", i, "]"), &r.pixels, &r.image_key));
-      r.features = request.include_features();
-      out.push_back(std::move(r));
-    }
-    if (!request.texts().empty()) {
-      engine::RetrievalRequest r;
-      r.texts.assign(request.texts().begin(), request.texts().end());
-      r.features = request.include_features();
-      out.push_back(std::move(r));
-    }
-    return out;
-  };
+  auto build = [core, request](engine::Engine& engine) { return BuildEmbedRequests(*core, engine, request); };
   const int images = request.images_size();
   auto fill = [response, images](const std::vector<engine::RetrievalResult>& results) {
-    const std::vector<engine::RetrievalResult> image_results(results.begin(), results.begin() + images);
-    *response = EmbedResponseFrom(image_results, static_cast<int>(results.size()) > images ? &results.back() : nullptr);
+    *response = EmbedResponseFromResults(results, images);
   };
   return RetrievalCall::Start(core, ctx, "Embed", request, std::move(build), std::move(fill));
 }

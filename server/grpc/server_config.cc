@@ -95,6 +95,8 @@ config::ServerConfig DefaultServerConfig() {
   l->set_max_texts(e.max_texts);
   l->set_max_text_tokens(e.max_text_tokens);
   c.mutable_security()->set_tls_refresh_seconds(60);
+  c.mutable_image_urls()->set_timeout_ms(5000);
+  c.mutable_image_urls()->set_max_bytes(20 << 20);
   return c;
 }
 
@@ -176,6 +178,15 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   RETURN_IF_ERROR(Positive(l.max_batch_items(), "limits.max_batch_items"));
   RETURN_IF_ERROR(Positive(l.max_registered_images(), "limits.max_registered_images"));
   RETURN_IF_ERROR(Positive(l.max_texts(), "limits.max_texts"));
+  RETURN_IF_ERROR(Positive(c.image_urls().timeout_ms(), "image_urls.timeout_ms"));
+  RETURN_IF_ERROR(Positive(c.image_urls().max_bytes(), "image_urls.max_bytes"));
+  for (const std::string& domain : c.image_urls().allowed_domains()) {
+    const std::string host = absl::StartsWith(domain, "*.") ? domain.substr(2) : domain;
+    if (host.empty() || host.find_first_of("*/:@ ") != std::string::npos) {
+      return absl::InvalidArgumentError("image_urls.allowed_domains: \"" + domain +
+                                        "\" is not a host name or \"*.\" followed by one");
+    }
+  }
   if (l.max_text_tokens() != 0 && l.max_text_tokens() < 3) {
     return absl::InvalidArgumentError("limits.max_text_tokens must be 0 (the model's) or at least 3");
   }

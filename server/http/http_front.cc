@@ -14,7 +14,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/grpc/api_convert.h"
 #include "server/grpc/engine_job.h"
+#include "server/grpc/retrieval_calls.h"
+#include "server/http/image_fetch.h"
 #include "server/http/openai_api.h"
 
 namespace blip2::server {
@@ -27,6 +30,7 @@ using tcp = net::ip::tcp;
 
 constexpr auto kReadTimeout = std::chrono::seconds(30);  // a request's headers and body (slow clients)
 constexpr const char* kChatPath = "/v1/chat/completions";
+constexpr const char* kEmbeddingsPath = "/v1/embeddings";
 
 const char* CodeName(int http_status) {
   switch (http_status) {
@@ -46,6 +50,15 @@ int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// What every connection of the front reads and nobody changes after Start.
+struct Site {
+  std::string model;            // the generation model's name (clients' "model"); "" when none
+  std::string retrieval_model;  // the retrieval model's; "" when none
+  int64_t created = UnixSeconds();
+  ImageUrlPolicy image_urls;
+  std::shared_ptr<net::ssl::context> fetch_tls;  // verifies https image origins
+};
+
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
@@ -56,13 +69,15 @@ template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
   // Plaintext.
-  Session(tcp::socket socket, ServiceCore* core, const std::string* model, int64_t created)
-      : stream_(std::move(socket)), core_(core), model_(model), created_(created) {}
+  Session(tcp::socket socket, ServiceCore* core, const Site* site)
+      : stream_(std::move(socket)), core_(core), site_(site) {}
   // TLS, with the context it keeps for as long as it lives (a reload replaces
   // the context new connections get, not this one's).
-  Session(tcp::socket socket, ServiceCore* core, const std::string* model, int64_t created,
-          std::shared_ptr<net::ssl::context> tls)
-      : tls_(std::move(tls)), stream_(std::move(socket), *tls_), core_(core), model_(model), created_(created) {}
+  Session(tcp::socket socket, ServiceCore* core, const Site* site, std::shared_ptr<net::ssl::context> tls)
+      : tls_(std::move(tls)),
+        stream_(std::move(socket), *tls_),
+        core_(core),
+        site_(site) {}
 
   void Start() {
     beast::error_code ec;
@@ -113,6 +128,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     stream_mode_ = include_usage_ = sent_role_ = headers_sent_ = ending_ = false;
     single_ = true;
     pending_.clear();
+    token_text_ = nullptr;
+    pending_logprobs_.clear();
     Route();
   }
 
@@ -120,7 +137,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const std::string target(request_.target());
     const std::string path = target.substr(0, target.find('?'));
     route_ = absl::StrCat(std::string(request_.method_string()), " ", path);
-    if (path == "/v1/models" || path == kChatPath) {
+    if (path == "/v1/models" || path == kChatPath || path == kEmbeddingsPath) {
       const auto auth = request_.find(http::field::authorization);
       const absl::Status key =
           core_->Authenticate(auth == request_.end() ? absl::string_view()
@@ -131,45 +148,124 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       if (request_.method() != http::verb::get) return Fail(absl::InvalidArgumentError("use GET on /v1/models"));
       bool held = false;  // not a model call: only refused while draining, as GetModelInfo is
       if (const absl::Status admitted = core_->Admit(/*model_call=*/false, &held); !admitted.ok()) return Fail(admitted);
-      return Reply(200, ModelsJson({*model_}, created_));
+      std::vector<std::string> models;
+      for (const std::string& m : {site_->model, site_->retrieval_model}) {
+        if (!m.empty() && std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
+      }
+      return Reply(200, ModelsJson(models, site_->created));
     }
-    if (path == kChatPath) {
+    if (path == kChatPath || path == kEmbeddingsPath) {
       if (request_.method() != http::verb::post) return Fail(absl::InvalidArgumentError("use POST on " + path));
-      return Chat();
+      return path == kChatPath ? Chat() : Embeddings();
     }
-    return Fail(absl::NotFoundError("no such endpoint: " + path + " (this server has /v1/models and " + kChatPath +
-                                    ")"));
+    return Fail(absl::NotFoundError(absl::StrCat("no such endpoint: ", path, " (this server has /v1/models, ", kChatPath,
+                                                 " and ", kEmbeddingsPath, ")")));
+  }
+
+  // NOT_FOUND unless `asked` is `served`, naming what is served for `what`.
+  absl::Status CheckModel(const std::string& asked, const std::string& served, const std::string& what) {
+    if (!served.empty() && asked == served) return absl::OkStatus();
+    if (served.empty()) {
+      return absl::NotFoundError(absl::StrCat("this server has no model for ", what, " (GET /v1/models)"));
+    }
+    return absl::NotFoundError(absl::StrCat("the model \"", asked, "\" does not serve ", what, " here; \"", served,
+                                            "\" does (GET /v1/models)"));
+  }
+
+  void Embeddings() {
+    auto request = ParseEmbeddingsRequest(request_.body());
+    if (!request.ok()) return Fail(request.status());
+    if (absl::Status s = RetrievalAvailable(*core_, kEmbeddingsPath); !s.ok()) return Fail(s);
+    if (absl::Status s = CheckModel(request->model, site_->retrieval_model, kEmbeddingsPath); !s.ok()) return Fail(s);
+    const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
+    if (!admitted.ok()) {
+      ReleaseSlot();
+      return Fail(admitted);
+    }
+    id_ = absl::StrCat("embd-", core_->next_request.fetch_add(1));
+    auto shared = std::make_shared<EmbeddingsRequest>(std::move(*request));
+    auto build = [core = core_, shared](engine::Engine& engine) {
+      return BuildEmbedRequests(*core, engine, shared->embed);
+    };
+    RunRetrieval(core_, std::move(build),
+                 [self = shared_from_this(), shared](absl::StatusOr<std::vector<engine::RetrievalResult>> results) {
+                   net::post(self->stream_.get_executor(), [self, shared, results = std::move(results)] {
+                     self->ReleaseSlot();
+                     if (!results.ok()) return self->Fail(results.status());
+                     const v1::EmbedResponse response =
+                         EmbedResponseFromResults(*results, shared->embed.images_size());
+                     int64_t tokens = 0;
+                     for (const v1::TextEmbedding& t : response.texts()) tokens += t.tokens();
+                     self->Record(200, tokens, "");
+                     self->Reply(200, EmbeddingsJson(response, shared->model, shared->base64), /*recorded=*/true);
+                   });
+                 });
   }
 
   void Chat() {
     auto chat = ParseChatRequest(request_.body());
     if (!chat.ok()) return Fail(chat.status());
-    if (chat->model != *model_) {
-      return Fail(absl::NotFoundError("the model \"" + chat->model + "\" is not served here; this server has \"" +
-                                      *model_ + "\" (GET /v1/models)"));
+    if (absl::Status s = CheckModel(chat->model, site_->model, kChatPath); !s.ok()) return Fail(s);
+    // The image: a data: URL's bytes now; an http(s) URL is checked against
+    // the policy now and fetched once the request is admitted.
+    const std::string field = "messages[0].content image_url.url";
+    std::string bytes;
+    std::optional<ImageUrl> remote;
+    if (absl::StartsWithIgnoreCase(chat->image_url, "data:")) {
+      auto decoded = DecodeDataUrl(chat->image_url, field);
+      if (!decoded.ok()) return Fail(decoded.status());
+      bytes = std::move(*decoded);
+    } else {
+      auto url = CheckImageUrl(chat->image_url, site_->image_urls, field);
+      if (!url.ok()) return Fail(url.status());
+      remote = std::move(*url);
     }
-    auto bytes = DecodeDataUrl(chat->image_url, "messages[0].content image_url.url");
-    if (!bytes.ok()) return Fail(bytes.status());
     const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
     if (!admitted.ok()) {
       ReleaseSlot();  // refused at max_concurrent_streams after taking one
       return Fail(admitted);
     }
-    stream_mode_ = chat->stream;
-    include_usage_ = chat->include_usage;
     id_ = absl::StrCat("chatcmpl-", core_->next_request.fetch_add(1));
+    if (!remote) return StartJob(std::move(*chat), std::move(bytes));
+    FetchImage(beast::get_lowest_layer(stream_).get_executor(), *remote, site_->image_urls, site_->fetch_tls, field,
+               [self = shared_from_this(), chat = std::move(*chat)](absl::StatusOr<std::string> fetched) mutable {
+                 if (!fetched.ok()) {
+                   self->ReleaseSlot();
+                   return self->Fail(fetched.status());
+                 }
+                 self->StartJob(std::move(chat), std::move(*fetched));
+               });
+  }
+
+  void StartJob(ChatRequest chat, std::string image_bytes) {
+    stream_mode_ = chat.stream;
+    include_usage_ = chat.include_usage;
     // Several sequences (n, beams) arrive whole at the end; one streams.
-    single_ = chat->options.num_return_sequences() <= 1 && chat->options.num_beams() <= 1;
+    single_ = chat.options.num_return_sequences() <= 1 && chat.options.num_beams() <= 1;
     JobInput input;
-    input.image.set_data(std::move(*bytes));
-    input.prompt = chat->prompt;
-    input.options = chat->options;
+    input.image.set_data(std::move(image_bytes));
+    input.prompt = chat.prompt;
+    input.options = chat.options;
     JobCallbacks callbacks;
     auto self = shared_from_this();
+    if (chat.logprobs) {
+      token_text_ = [engine = core_->engine](int64_t token) { return engine->TokenText(token); };
+    }
     if (stream_mode_ && single_) {
       callbacks.on_text = [self](const std::string& text) {
         net::post(self->stream_.get_executor(), [self, text] { self->SendDelta(text); });
       };
+      if (chat.logprobs) {
+        // Each token's log-probability goes out with the next text delta
+        // (text can lag its tokens: a character split across tokens).
+        callbacks.on_token = [self](int64_t, const engine::TokenLogprob* logprob) {
+          if (logprob == nullptr) return;
+          v1::TokenLogprob lp;
+          FillLogprob(*logprob, &lp);
+          net::post(self->stream_.get_executor(),
+                    [self, lp = std::move(lp)] { self->pending_logprobs_.push_back(lp); });
+        };
+      }
     }
     callbacks.on_done = [self](absl::StatusOr<v1::Completion> result) {
       net::post(self->stream_.get_executor(), [self, result = std::move(result)] { self->Done(result); });
@@ -218,7 +314,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void SendDelta(const std::string& text) {
     if (text.empty()) return;
-    QueueEvent(ChatChunkJson(id_, *model_, created_, 0, !sent_role_, text, ""));
+    QueueEvent(ChatChunkJson(id_, site_->model, site_->created, 0, !sent_role_, text, "", pending_logprobs_, token_text_));
+    pending_logprobs_.clear();
     sent_role_ = true;
   }
 
@@ -280,7 +377,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (gone_) return Close();
     if (!stream_mode_) {
       if (!result.ok()) return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);
-      return Reply(200, ChatCompletionJson(*result, id_, *model_, created_), /*recorded=*/true);
+      return Reply(200, ChatCompletionJson(*result, id_, site_->model, site_->created, token_text_), /*recorded=*/true);
     }
     if (!result.ok() && !headers_sent_) {
       return Reply(HttpStatusOf(result.status()), ErrorJson(result.status()), /*recorded=*/true);
@@ -292,11 +389,17 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       for (int i = 0; i < c.sequences_size(); ++i) {
         const v1::Sequence& s = c.sequences(i);
         // Several sequences come whole; a single one has streamed its text.
-        if (!single_) QueueEvent(ChatChunkJson(id_, *model_, created_, i, true, s.text(), ""));
-        if (single_ && !sent_role_) QueueEvent(ChatChunkJson(id_, *model_, created_, i, true, "", ""));
-        QueueEvent(ChatChunkJson(id_, *model_, created_, i, false, "", OpenAiFinishReason(s.finish_reason())));
+        if (!single_) {
+          const std::vector<v1::TokenLogprob> all(s.logprobs().begin(), s.logprobs().end());
+          QueueEvent(ChatChunkJson(id_, site_->model, site_->created, i, true, s.text(), "", all, token_text_));
+        }
+        if (single_ && !sent_role_) QueueEvent(ChatChunkJson(id_, site_->model, site_->created, i, true, "", "", {}, token_text_));
+        // A single sequence's tokens whose text never came (an end token).
+        QueueEvent(ChatChunkJson(id_, site_->model, site_->created, i, false, "", OpenAiFinishReason(s.finish_reason()),
+                                 single_ ? pending_logprobs_ : std::vector<v1::TokenLogprob>{}, token_text_));
+        pending_logprobs_.clear();
       }
-      if (include_usage_) QueueEvent(UsageChunkJson(id_, *model_, created_, c.usage()));
+      if (include_usage_) QueueEvent(UsageChunkJson(id_, site_->model, site_->created, c.usage()));
     }
     Queue("data: [DONE]\n\n");
     ending_ = true;
@@ -350,8 +453,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::shared_ptr<net::ssl::context> tls_;  // TLS only; before stream_, which uses it
   Stream stream_;
   ServiceCore* core_;
-  const std::string* model_;
-  const int64_t created_;
+  const Site* site_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   Request request_;
@@ -372,6 +474,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   bool ending_ = false;
   bool headers_sent_ = false;
   std::deque<std::string> pending_;
+  TokenText token_text_;                          // set when the request asked for logprobs
+  std::vector<v1::TokenLogprob> pending_logprobs_;  // streamed tokens whose text is not out yet
   std::string current_;
 };
 
@@ -398,8 +502,7 @@ absl::StatusOr<std::shared_ptr<net::ssl::context>> MakeTlsContext(const config::
 
 struct HttpFront::Impl {
   ServiceCore* core = nullptr;
-  std::string model;
-  int64_t created = UnixSeconds();
+  Site site;
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
@@ -444,9 +547,9 @@ struct HttpFront::Impl {
       if (!ec) {
         socket.set_option(tcp::no_delay(true), ec);
         if (auto ctx = Tls()) {
-          std::make_shared<Session<TlsStream>>(std::move(socket), core, &model, created, std::move(ctx))->Start();
+          std::make_shared<Session<TlsStream>>(std::move(socket), core, &site, std::move(ctx))->Start();
         } else {
-          std::make_shared<Session<PlainStream>>(std::move(socket), core, &model, created)->Start();
+          std::make_shared<Session<PlainStream>>(std::move(socket), core, &site)->Start();
         }
       }
       Accept();
@@ -470,10 +573,14 @@ absl::Status HttpFront::Reload() { return impl_->Reload(); }
 
 absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(ServiceCore* core, const std::string& host, int port,
                                                             int threads, const std::string& model,
+                                                            const std::string& retrieval_model,
                                                             const config::Security& security) {
   auto impl = std::make_unique<Impl>();
   impl->core = core;
-  impl->model = model;
+  impl->site.model = model;
+  impl->site.retrieval_model = retrieval_model;
+  impl->site.image_urls = ImageUrlPolicyFromConfig(core->cfg.image_urls());
+  if (!impl->site.image_urls.allowed_domains.empty()) impl->site.fetch_tls = MakeClientTlsContext();
   impl->security = security;
   if (!security.tls_cert_file().empty()) {
     auto tls = MakeTlsContext(security);

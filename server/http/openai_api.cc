@@ -1,5 +1,6 @@
 #include "server/http/openai_api.h"
 
+#include <cstring>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -24,8 +25,7 @@ absl::Status Bad(const std::string& message) { return absl::InvalidArgumentError
 const std::set<std::string>& Unsupported() {
   static const std::set<std::string> fields = {
       "logit_bias", "tools",      "tool_choice", "functions",  "function_call", "parallel_tool_calls",
-      "response_format", "audio", "modalities", "prediction", "reasoning_effort", "web_search_options",
-      "logprobs",  "top_logprobs"};
+      "response_format", "audio", "modalities", "prediction", "reasoning_effort", "web_search_options"};
   return fields;
 }
 const std::set<std::string>& Known() {
@@ -33,7 +33,7 @@ const std::set<std::string>& Known() {
       // OpenAI's.
       "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
       "stream", "stream_options", "frequency_penalty", "presence_penalty", "user", "store", "metadata",
-      "service_tier",
+      "service_tier", "logprobs", "top_logprobs",
       // Ours (docs/http.md).
       "num_beams", "min_tokens", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping",
       "top_k", "raw_prompt"};
@@ -206,6 +206,14 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const std::string& body) {
       return Bad("stop must be a string or an array of strings");
     }
   }
+  if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+    if (!j["logprobs"].is_boolean()) return Bad("logprobs must be true or false");
+    out.logprobs = j["logprobs"];
+  }
+  ASSIGN_OR_RETURN(const std::optional<int64_t> top_logprobs,
+                   get_int("top_logprobs", 0, engine::kMaxTopLogprobs));
+  if (top_logprobs && !out.logprobs) return Bad("top_logprobs needs logprobs: true");
+  if (out.logprobs) o.set_logprobs(static_cast<int32_t>(top_logprobs.value_or(0)));
   if (j.contains("stream") && !j["stream"].is_null()) {
     if (!j["stream"].is_boolean()) return Bad("stream must be true or false");
     out.stream = j["stream"];
@@ -253,6 +261,29 @@ std::string OpenAiFinishReason(v1::FinishReason reason) {
 }
 
 namespace {
+
+// One token of OpenAI's logprobs.content (or of its top_logprobs).
+Json TokenJson(int64_t id, float logprob, const TokenText& token_text) {
+  const std::string text = token_text(id);
+  Json bytes = Json::array();
+  for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+  return {{"token", text}, {"logprob", logprob}, {"bytes", bytes}};
+}
+
+// {"content": [...], "refusal": null} for a run of tokens.
+template <class Logprobs>
+Json LogprobsJson(const Logprobs& logprobs, const TokenText& token_text) {
+  Json content = Json::array();
+  for (const v1::TokenLogprob& lp : logprobs) {
+    Json entry = TokenJson(lp.token_id(), lp.logprob(), token_text);
+    Json top = Json::array();
+    for (const v1::TokenAlternative& alt : lp.top()) top.push_back(TokenJson(alt.token_id(), alt.logprob(), token_text));
+    entry["top_logprobs"] = top;
+    content.push_back(entry);
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
 Json UsageJson(const v1::Usage& u) {
   // prompt_tokens: the image's query tokens and the text prompt, as the model saw them.
   const int64_t prompt = u.image_tokens() + u.prompt_tokens();
@@ -262,13 +293,13 @@ Json UsageJson(const v1::Usage& u) {
 }  // namespace
 
 std::string ChatCompletionJson(const v1::Completion& completion, const std::string& id, const std::string& model,
-                               int64_t created) {
+                               int64_t created, const TokenText& token_text) {
   Json choices = Json::array();
   for (int i = 0; i < completion.sequences_size(); ++i) {
     const v1::Sequence& s = completion.sequences(i);
     choices.push_back({{"index", i},
                        {"message", {{"role", "assistant"}, {"content", s.text()}}},
-                       {"logprobs", nullptr},
+                       {"logprobs", token_text ? LogprobsJson(s.logprobs(), token_text) : Json(nullptr)},
                        {"finish_reason", OpenAiFinishReason(s.finish_reason())}});
   }
   const Json j = {{"id", id},           {"object", "chat.completion"}, {"created", created}, {"model", model},
@@ -277,11 +308,14 @@ std::string ChatCompletionJson(const v1::Completion& completion, const std::stri
 }
 
 std::string ChatChunkJson(const std::string& id, const std::string& model, int64_t created, int index, bool first,
-                          const std::string& text, const std::string& finish_reason) {
+                          const std::string& text, const std::string& finish_reason,
+                          const std::vector<v1::TokenLogprob>& logprobs, const TokenText& token_text) {
   Json delta = Json::object();
   if (first) delta["role"] = "assistant";
   if (!text.empty() || first) delta["content"] = text;
-  Json choice = {{"index", index}, {"delta", delta}, {"logprobs", nullptr}};
+  Json choice = {{"index", index},
+                 {"delta", delta},
+                 {"logprobs", token_text ? LogprobsJson(logprobs, token_text) : Json(nullptr)}};
   choice["finish_reason"] = finish_reason.empty() ? Json(nullptr) : Json(finish_reason);
   const Json j = {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
                   {"model", model}, {"choices", Json::array({choice})}};
@@ -292,6 +326,91 @@ std::string UsageChunkJson(const std::string& id, const std::string& model, int6
   const Json j = {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
                   {"model", model}, {"choices", Json::array()},          {"usage", UsageJson(usage)}};
   return j.dump();
+}
+
+absl::StatusOr<EmbeddingsRequest> ParseEmbeddingsRequest(const std::string& body) {
+  const Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Bad("the body is not valid JSON");
+  if (!j.is_object()) return Bad("the body must be a JSON object");
+  EmbeddingsRequest out;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "model" || key == "input" || key == "images" || key == "encoding_format" || key == "user") continue;
+    if (key == "dimensions" && value.is_null()) continue;
+    if (key == "dimensions") return Bad("dimensions is not supported: the embedding size is the model's");
+    return Bad(key + " is not a known field");
+  }
+  if (!j.contains("model") || !j["model"].is_string()) return Bad("model must be a string");
+  out.model = j["model"];
+  if (j.contains("input") && !j["input"].is_null()) {
+    const Json& input = j["input"];
+    const Json texts = input.is_string() ? Json::array({input}) : input;
+    if (!texts.is_array()) return Bad("input must be a string or an array of strings");
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (texts[i].is_number_integer() || texts[i].is_array()) {
+        return Bad("input as token ids is not supported; give text");
+      }
+      if (!texts[i].is_string()) return Bad(absl::StrCat("input[", i, "] must be a string"));
+      if (texts[i].get<std::string>().empty()) return Bad(absl::StrCat("input[", i, "] is empty"));
+      out.embed.add_texts(texts[i].get<std::string>());
+    }
+  }
+  if (j.contains("images") && !j["images"].is_null()) {
+    const Json& images = j["images"];
+    if (!images.is_array()) return Bad("images must be an array of data: URLs");
+    for (size_t i = 0; i < images.size(); ++i) {
+      const std::string field = absl::StrCat("images[", i, "]");
+      if (!images[i].is_string()) return Bad(field + " must be a data: URL string");
+      ASSIGN_OR_RETURN(std::string bytes, DecodeDataUrl(images[i].get<std::string>(), field));
+      out.embed.add_images()->set_data(std::move(bytes));
+    }
+  }
+  if (out.embed.texts().empty() && out.embed.images().empty()) {
+    return Bad("input is required (or our extension \"images\")");
+  }
+  if (j.contains("encoding_format") && !j["encoding_format"].is_null()) {
+    const Json& f = j["encoding_format"];
+    if (f != "float" && f != "base64") return Bad("encoding_format must be \"float\" or \"base64\"");
+    out.base64 = f == "base64";
+  }
+  return out;
+}
+
+namespace {
+// An embedding as OpenAI sends it: floats, or their little-endian float32
+// bytes in base64.
+template <class Values>
+Json EmbeddingValues(const Values& values, bool base64) {
+  if (!base64) return Json(std::vector<float>(values.begin(), values.end()));
+  std::string bytes;
+  bytes.reserve(static_cast<size_t>(values.size()) * 4);
+  for (float v : values) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    for (int b = 0; b < 4; ++b) bytes.push_back(static_cast<char>((bits >> (8 * b)) & 0xff));
+  }
+  return absl::Base64Escape(bytes);
+}
+}  // namespace
+
+std::string EmbeddingsJson(const v1::EmbedResponse& response, const std::string& model, bool base64) {
+  Json data = Json::array();
+  int64_t tokens = 0;
+  int index = 0;
+  for (const v1::TextEmbedding& t : response.texts()) {
+    data.push_back({{"object", "embedding"}, {"index", index++}, {"embedding", EmbeddingValues(t.embedding(), base64)}});
+    tokens += t.tokens();
+  }
+  for (const v1::ImageEmbedding& e : response.images()) {
+    data.push_back({{"object", "embedding"},
+                    {"index", index++},
+                    {"embedding", EmbeddingValues(e.embeddings().values(), base64)},
+                    {"shape", {e.embeddings().rows(), e.embeddings().cols()}}});
+  }
+  return Json{{"object", "list"},
+              {"data", data},
+              {"model", model},
+              {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}
+      .dump();
 }
 
 std::string ModelsJson(const std::vector<std::string>& models, int64_t created) {

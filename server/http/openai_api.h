@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,12 @@ struct ChatRequest {
   v1::DecodingOptions options;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool logprobs = false;       // options.logprobs holds top_logprobs (0 when not given)
 };
+
+// The bytes a token id stands for (Engine::TokenText), for OpenAI's
+// logprobs "token" and "bytes".
+using TokenText = std::function<std::string(int64_t id)>;
 
 // INVALID_ARGUMENT naming the field for anything malformed, unknown or not
 // supported (never silently ignored).
@@ -40,16 +46,33 @@ absl::StatusOr<std::string> DecodeDataUrl(const std::string& url, const std::str
 // OpenAI's finish_reason: "stop" (end of sequence, stop string), "length".
 std::string OpenAiFinishReason(v1::FinishReason reason);
 
-// The non-streaming response: one choice per sequence.
+// The non-streaming response: one choice per sequence. With `token_text`
+// (the request asked for logprobs), each choice's "logprobs" lists its tokens.
 std::string ChatCompletionJson(const v1::Completion& completion, const std::string& id, const std::string& model,
-                               int64_t created);
+                               int64_t created, const TokenText& token_text = {});
 // One streamed chunk for choice `index`: the role on the first, text deltas,
-// and the finish_reason on the last ("" for none).
+// and the finish_reason on the last ("" for none). With `token_text`, its
+// "logprobs" lists `logprobs` (the tokens since the previous chunk).
 std::string ChatChunkJson(const std::string& id, const std::string& model, int64_t created, int index,
-                          bool first, const std::string& text, const std::string& finish_reason);
+                          bool first, const std::string& text, const std::string& finish_reason,
+                          const std::vector<v1::TokenLogprob>& logprobs = {}, const TokenText& token_text = {});
 // The last chunk with stream_options.include_usage: no choices, the usage.
 std::string UsageChunkJson(const std::string& id, const std::string& model, int64_t created,
                            const v1::Usage& usage);
+// POST /v1/embeddings: "input" (a string or an array of strings) and our
+// extension "images" (an array of data: URLs, decoded here), "encoding_format"
+// "float" (default) or "base64". Token-id inputs and "dimensions" are refused.
+struct EmbeddingsRequest {
+  std::string model;
+  v1::EmbedRequest embed;  // texts, then images (image data set)
+  bool base64 = false;
+};
+absl::StatusOr<EmbeddingsRequest> ParseEmbeddingsRequest(const std::string& body);
+// The response: one entry per text (index 0..T-1, in order), then one per
+// image (index T..); an image's "embedding" is its [rows, cols] matrix of
+// L2-normalised query-token rows, flattened row-major, with "shape" [rows, cols].
+std::string EmbeddingsJson(const v1::EmbedResponse& response, const std::string& model, bool base64);
+
 // GET /v1/models.
 std::string ModelsJson(const std::vector<std::string>& models, int64_t created);
 

@@ -2,11 +2,6 @@
 // the official SDK test (openai_check.py) cannot set up (401 with API keys,
 // 413, 429 from the admission both fronts share, 404), and a client that hangs
 // up mid-stream, whose request is cancelled and whose KV blocks come back.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -15,77 +10,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "tests/catch.h"
+#include "tests/server/raw_http.h"
 #include "tests/server/server_fixture.h"
 #include "tests/test_support.h"
 
 namespace blip2::testing {
 namespace {
-
-// A connected socket to 127.0.0.1:port, closed when destroyed.
-class Connection {
- public:
-  explicit Connection(int port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  }
-  ~Connection() { Close(); }
-  void Close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  void Send(const std::string& bytes) {
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;  // the server may answer (413) and close before reading it all
-      sent += static_cast<size_t>(n);
-    }
-  }
-  // Reads until `marker` has appeared `count` times in all that was read, or
-  // the server closes.
-  std::string ReadUntilCount(const std::string& marker, int count) {
-    char buf[4096];
-    while (true) {
-      int seen = 0;
-      for (size_t at = received_.find(marker); at != std::string::npos; at = received_.find(marker, at + 1)) ++seen;
-      if (seen >= count) return received_;
-      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) return received_;
-      received_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  // Reads until `until` appears in what was read, or the server closes.
-  std::string ReadUntil(const std::string& until) {
-    char buf[4096];
-    while (received_.find(until) == std::string::npos) {
-      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      received_.append(buf, static_cast<size_t>(n));
-    }
-    return received_;
-  }
-
- private:
-  int fd_;
-  std::string received_;
-};
-
-std::string Post(const std::string& path, const std::string& body, const std::string& extra_headers = "") {
-  return absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n",
-                      extra_headers, "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-}
-
-// A caption request for the model folder `model` (its name is the model's).
-std::string ChatBody(const std::string& model, int max_tokens, bool stream) {
-  const std::string image = absl::Base64Escape(ImageBytes("chelsea.jpg"));
-  return absl::StrCat(R"({"model": ")", model, R"(", "max_tokens": )", max_tokens, R"(, "min_tokens": )", max_tokens,
-                      R"(, "stream": )", stream ? "true" : "false",
-                      R"(, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,)",
-                      image, R"("}}]}]})");
-}
 
 config::ServerConfig HttpConfig(const std::string& model_dir) {
   config::ServerConfig cfg = TestConfig(model_dir);

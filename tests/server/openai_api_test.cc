@@ -1,5 +1,7 @@
 // The OpenAI chat request mapping, field by field, and the response and error
 // JSON (server/http/openai_api.h), without a server.
+#include <cstring>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
@@ -84,12 +86,106 @@ TEST_CASE("openai api: options map to DecodingOptions") {
   REQUIRE(streamed.ok());
   CHECK(streamed->stream);
   CHECK(streamed->include_usage);
-  CHECK(Parse({{"logprobs", false}, {"user", "u1"}, {"frequency_penalty", 0}}).ok());  // nothing asked for
+  auto plain = Parse({{"logprobs", false}, {"user", "u1"}, {"frequency_penalty", 0}});  // nothing asked for
+  REQUIRE(plain.ok());
+  CHECK_FALSE(plain->logprobs);
+  CHECK_FALSE(plain->options.has_logprobs());
+  auto chosen = Parse({{"logprobs", true}});
+  REQUIRE(chosen.ok());
+  CHECK(chosen->logprobs);
+  CHECK(chosen->options.logprobs() == 0);  // the chosen token's only
+  auto top = Parse({{"logprobs", true}, {"top_logprobs", 3}});
+  REQUIRE(top.ok());
+  CHECK(top->options.logprobs() == 3);
+}
+
+TEST_CASE("openai api: logprobs in responses and chunks, with each token's text and bytes") {
+  v1::Completion completion;
+  v1::Sequence* s = completion.add_sequences();
+  s->set_text("ab");
+  for (int id : {7, 9}) {
+    v1::TokenLogprob* lp = s->add_logprobs();
+    lp->set_token_id(id);
+    lp->set_logprob(-0.5f * static_cast<float>(id));
+    v1::TokenAlternative* alt = lp->add_top();
+    alt->set_token_id(id);
+    alt->set_logprob(-0.25f);
+  }
+  const TokenText text = [](int64_t id) { return id == 7 ? std::string("a") : std::string("\xc3"); };
+  const Json j = Json::parse(ChatCompletionJson(completion, "c", "m", 5, text));
+  const Json& content = j["choices"][0]["logprobs"]["content"];
+  REQUIRE(content.size() == 2);
+  CHECK(content[0]["token"] == "a");
+  CHECK(content[0]["bytes"] == Json::array({97}));
+  CHECK(content[0]["logprob"].get<double>() == Approx(-3.5));
+  CHECK(content[0]["top_logprobs"][0]["logprob"].get<double>() == Approx(-0.25));
+  CHECK(content[1]["bytes"] == Json::array({0xc3}));  // part of a character: the bytes say which
+  CHECK(j["choices"][0]["logprobs"]["refusal"].is_null());
+  // Without a token text function (not asked for): null, as OpenAI sends.
+  CHECK(Json::parse(ChatCompletionJson(completion, "c", "m", 5))["choices"][0]["logprobs"].is_null());
+  const std::vector<v1::TokenLogprob> pending(s->logprobs().begin(), s->logprobs().end());
+  const Json chunk = Json::parse(ChatChunkJson("c", "m", 5, 0, false, "ab", "", pending, text));
+  CHECK(chunk["choices"][0]["logprobs"]["content"].size() == 2);
+}
+
+TEST_CASE("openai api: embeddings requests and responses") {
+  const std::string png = "data:image/png;base64," + absl::Base64Escape("\x89PNG");
+  auto texts = ParseEmbeddingsRequest(Json({{"model", "itm"}, {"input", {"a cat", "a dog"}}}).dump());
+  REQUIRE(texts.ok());
+  CHECK(texts->model == "itm");
+  CHECK(texts->embed.texts_size() == 2);
+  CHECK_FALSE(texts->base64);
+  auto one = ParseEmbeddingsRequest(Json({{"model", "itm"}, {"input", "a cat"}, {"images", {png}},
+                                          {"encoding_format", "base64"}}).dump());
+  REQUIRE(one.ok());
+  CHECK(one->embed.texts_size() == 1);
+  REQUIRE(one->embed.images_size() == 1);
+  CHECK(one->embed.images(0).data() == "\x89PNG");
+  CHECK(one->base64);
+  const auto refused = [](const Json& body, const std::string& what) {
+    const auto parsed = ParseEmbeddingsRequest(body.dump());
+    INFO(body.dump());
+    CHECK(absl::IsInvalidArgument(parsed.status()));
+    CHECK_THAT(std::string(parsed.status().message()), Catch::Contains(what));
+  };
+  refused({{"model", "itm"}}, "input is required");
+  refused({{"model", "itm"}, {"input", {1, 2}}}, "token ids");
+  refused({{"model", "itm"}, {"input", ""}}, "input[0] is empty");
+  refused({{"model", "itm"}, {"input", "x"}, {"dimensions", 8}}, "dimensions");
+  refused({{"model", "itm"}, {"input", "x"}, {"encoding_format", "int8"}}, "encoding_format");
+  refused({{"model", "itm"}, {"images", {"http://x/y.png"}}}, "images[0]");
+  refused({{"input", "x"}}, "model must be a string");
+
+  v1::EmbedResponse response;
+  v1::TextEmbedding* t = response.add_texts();
+  t->add_embedding(0.6f);
+  t->add_embedding(-0.8f);
+  t->set_tokens(4);
+  v1::ImageEmbedding* e = response.add_images();
+  e->mutable_embeddings()->set_rows(2);
+  e->mutable_embeddings()->set_cols(1);
+  e->mutable_embeddings()->add_values(1.0f);
+  e->mutable_embeddings()->add_values(-1.0f);
+  const Json floats = Json::parse(EmbeddingsJson(response, "itm", false));
+  CHECK(floats["object"] == "list");
+  CHECK(floats["data"][0]["index"] == 0);
+  CHECK(floats["data"][0]["embedding"][1].get<double>() == Approx(-0.8));
+  CHECK(floats["data"][1]["index"] == 1);
+  CHECK(floats["data"][1]["shape"] == Json::array({2, 1}));
+  CHECK(floats["usage"]["prompt_tokens"] == 4);
+  const Json packed = Json::parse(EmbeddingsJson(response, "itm", true));
+  std::string bytes;
+  REQUIRE(absl::Base64Unescape(packed["data"][0]["embedding"].get<std::string>(), &bytes));
+  REQUIRE(bytes.size() == 8);
+  float second;
+  std::memcpy(&second, bytes.data() + 4, 4);  // little-endian float32, as the openai package decodes it
+  CHECK(second == -0.8f);
 }
 
 TEST_CASE("openai api: what is not supported is refused by name") {
-  Refused({{"logprobs", true}}, "logprobs is not supported");
-  Refused({{"top_logprobs", 2}}, "top_logprobs is not supported");
+  Refused({{"top_logprobs", 2}}, "top_logprobs needs logprobs: true");
+  Refused({{"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs must be in [0, 20]");
+  Refused({{"logprobs", 1}}, "logprobs must be true or false");
   Refused({{"tools", Json::array({1})}}, "tools is not supported");
   Refused({{"bogus", 1}}, "bogus is not a known field");
   Refused({{"presence_penalty", 0.5}}, "presence_penalty is not supported");

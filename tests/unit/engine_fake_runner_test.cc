@@ -210,7 +210,7 @@ class GateRunner : public ModelRunner {
 // Collects streamed tokens and text of a request besides waiting for it.
 class Watcher : public WaitingSink {
  public:
-  void OnToken(int64_t) override { ++tokens; }
+  void OnToken(int64_t, const TokenLogprob*) override { ++tokens; }
   void OnText(const std::string&) override { ++texts; }
   std::atomic<int> tokens{0}, texts{0};
 };

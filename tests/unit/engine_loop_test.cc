@@ -30,13 +30,18 @@ std::vector<float> Pixels(const std::string& image) { return testing::FixturePix
 // Collects one request's events; Wait() blocks until the terminal one.
 class Collector : public RequestSink {
  public:
-  void OnToken(int64_t token) override {
+  void OnToken(int64_t token, const TokenLogprob* logprob) override {
     std::lock_guard<std::mutex> lock(mu_);
     tokens_.push_back(token);
+    if (logprob != nullptr) logprobs_.push_back(*logprob);
   }
   std::vector<int64_t> tokens() {
     std::lock_guard<std::mutex> lock(mu_);
     return tokens_;
+  }
+  std::vector<TokenLogprob> streamed_logprobs() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return logprobs_;
   }
   void OnText(const std::string& text) override {
     std::unique_lock<std::mutex> lock(mu_);
@@ -99,6 +104,7 @@ class Collector : public RequestSink {
   absl::Status error_;
   int terminal_ = 0;
   std::vector<int64_t> tokens_;
+  std::vector<TokenLogprob> logprobs_;
 };
 
 // A varied mix of requests: images, prompts, lengths and decoding options.
