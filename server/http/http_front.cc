@@ -168,8 +168,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (served.empty()) {
       return absl::NotFoundError(absl::StrCat("this server has no model for ", what, " (GET /v1/models)"));
     }
-    return absl::NotFoundError(absl::StrCat("the model \"", asked, "\" does not serve ", what, " here; \"", served,
-                                            "\" does (GET /v1/models)"));
+    const bool known = asked == site_->model || asked == site_->retrieval_model;
+    return absl::NotFoundError(absl::StrCat("the model \"", asked, known ? "\" does not serve " : "\" is not served here, nor ",
+                                            what, "; \"", served, "\" does (GET /v1/models)"));
   }
 
   void Embeddings() {

@@ -2,6 +2,7 @@
 # Runs COMMAND against a real `blip2 serve` on free ports, then stops the server
 # with SIGTERM. Passes when COMMAND passes and the server exits 0.
 # Usage: with_server.sh BLIP2 CONFIG COMMAND...
+# BLIP2_SERVE_ARGS (optional) adds flags to `blip2 serve`.
 # COMMAND sees BLIP2_TARGET (host:port), BLIP2_METRICS_URL and BLIP2_HTTP_URL
 # (the OpenAI-compatible API's base, http://host:port/v1).
 set -euo pipefail
@@ -10,7 +11,8 @@ config=$2
 shift 2
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-"$blip2" serve --config "$config" --port 0 --metrics_port 0 --http_port 0 --port_file "$dir/ports" --log_level warn &
+# shellcheck disable=SC2086  # BLIP2_SERVE_ARGS is a list of flags
+"$blip2" serve --config "$config" ${BLIP2_SERVE_ARGS:-} --port 0 --metrics_port 0 --http_port 0 --port_file "$dir/ports" --log_level warn &
 pid=$!
 for _ in $(seq 600); do
   [ -s "$dir/ports" ] && break
