@@ -7,6 +7,7 @@
 //
 //   build/benchmarks/grpc_load --target 127.0.0.1:50051 --concurrency 1,8,32,128 --requests 512
 //   build/benchmarks/grpc_load --target HOST:PORT --mode open --rate 200,400 --seconds 10
+//   build/benchmarks/grpc_load --target localhost:50051 --ca ca.pem ...   (TLS)
 // Every call has a deadline (--deadline-s, default 120). A failed call is
 // counted by its status code (with the first message of each code), never
 // fatal: the exit code is 0 whenever the report was written.
@@ -253,7 +254,7 @@ std::vector<double> Levels(const std::string& list) {
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"target", "lb", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
-                                        "images", "image-size", "deadline-s", "out"});
+                                        "images", "image-size", "deadline-s", "ca", "out"});
   if (!flags.ok()) {
     std::fprintf(stderr, "grpc_load: %s\n", flags.status().ToString().c_str());
     return 2;
@@ -276,8 +277,19 @@ int Main(int argc, char** argv) {
   // Client-side balancing over several addresses, e.g. --target
   // ipv4:127.0.0.1:5001,127.0.0.1:5002 --lb round_robin.
   if (flags->Has("lb")) args.SetLoadBalancingPolicyName(flags->Get("lb", ""));
-  auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), grpc::InsecureChannelCredentials(),
-                                           args);
+  // --ca FILE: TLS, trusting that CA (the server's certificate must name the target's host).
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (flags->Has("ca")) {
+    auto ca = common::ReadFile(flags->Get("ca", ""));
+    if (!ca.ok()) {
+      std::fprintf(stderr, "grpc_load: %s\n", ca.status().ToString().c_str());
+      return 2;
+    }
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = *ca;
+    credentials = grpc::SslCredentials(tls);
+  }
+  auto channel = grpc::CreateCustomChannel(flags->Get("target", "127.0.0.1:50051"), credentials, args);
   auto stub = v1::Blip2::NewStub(channel);
   // Unreachable is reported, not fatal: the calls then fail, each counted by status.
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30))) {

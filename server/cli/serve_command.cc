@@ -1,6 +1,7 @@
 // blip2 serve: the gRPC server until SIGTERM or SIGINT, then a graceful drain
 // and exit code 0. SIGHUP re-reads the API keys.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <fstream>
@@ -12,6 +13,22 @@
 #include "server/grpc/server_config.h"
 
 namespace blip2::server {
+namespace {
+
+// Every open stream is a socket: the usual soft limit of 1024 descriptors
+// would cap a server at about a thousand clients. Raise it to the hard limit
+// (what the operator allows), as nginx's worker_rlimit_nofile does.
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::info("open files limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
+
+}  // namespace
 
 int RunServe(const std::vector<std::string>& args) {
   // Blocked before any thread starts, so every thread inherits the mask and
@@ -31,6 +48,7 @@ int RunServe(const std::vector<std::string>& args) {
     return CommandFailed("serve", absl::InvalidArgumentError("log_level \"" + cfg->log_level() + "\" is unknown"));
   }
   spdlog::set_level(level);
+  RaiseOpenFileLimit();
   spdlog::info("effective configuration: {}", cfg->ShortDebugString());
   auto server = Blip2Server::Start(*cfg);
   if (!server.ok()) return CommandFailed("serve", server.status());

@@ -115,7 +115,7 @@ void ExpectRefused(int port, const std::string& url, const std::string& what) {
   CHECK_THAT(r, Catch::Contains(R"("type":"invalid_request_error")"));
 }
 
-TEST_CASE("image URLs: an allowed origin is fetched; scheme, domain, redirect, size, status and timeout are refused") {
+TEST_CASE("image URLs: an allowed origin is fetched, and scheme, domain, redirect, size, status and timeout are refused") {
   Origin origin;
   TestServer server(UrlConfig(/*allow_private=*/true));
   const int port = server.server().http_port();
