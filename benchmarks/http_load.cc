@@ -77,6 +77,9 @@ class Client : public std::enable_shared_from_this<Client<Stream>> {
     auto self = this->shared_from_this();
     beast::get_lowest_layer(stream_).async_connect(level_->endpoint, [self](beast::error_code ec) {
       if (ec) return self->Broken("connect", ec);
+      // A TLS request goes out as several records: without this, Nagle's
+      // algorithm holds the last one for the server's delayed ACK (40 ms).
+      beast::get_lowest_layer(self->stream_).socket().set_option(tcp::no_delay(true), ec);
       if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
         self->stream_.async_handshake(net::ssl::stream_base::client, [self](beast::error_code ec) {
           if (ec) return self->Broken("tls", ec);
