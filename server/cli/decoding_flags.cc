@@ -63,6 +63,8 @@ absl::StatusOr<engine::GenerationOverrides> OverridesFromFlags(const common::Cli
     o.seed = seed;
   }
   o.stop_strings = flags.GetAll("stop");
+  // Log-probabilities are printed beside the ids: asked for without them they would be lost.
+  if (o.logprobs && !flags.Has("ids")) return absl::InvalidArgumentError("--logprobs is printed with --ids: add --ids");
   return o;
 }
 
