@@ -237,7 +237,7 @@ at::Tensor OptDecoder::Run(const std::vector<DecoderInput>& inputs, KvCache& cac
       const at::Tensor vd = values.index_select(0, decode_rows).view({num_decodes, longest, heads, head_dim}).transpose(1, 2);
       std::optional<at::Tensor> mask;
       if (decode_mask.defined()) mask = decode_mask;
-      const at::Tensor out = at::scaled_dot_product_attention(qd, kd, vd, mask, 0.0, false, 1.0);  // [B, H, 1, hd]
+      const at::Tensor out = ScaledDotAttention(qd, kd, vd, mask, 1.0);  // [B, H, 1, hd]
       attn.index_copy_(0, decode_tokens, out.squeeze(2));
     }
     if (num_prefills > 0) {
@@ -247,7 +247,7 @@ at::Tensor OptDecoder::Run(const std::vector<DecoderInput>& inputs, KvCache& cac
           keys.index_select(0, prefill_key_rows).view({num_prefills, key_len, heads, head_dim}).transpose(1, 2);
       const at::Tensor vp =
           values.index_select(0, prefill_key_rows).view({num_prefills, key_len, heads, head_dim}).transpose(1, 2);
-      const at::Tensor out = at::scaled_dot_product_attention(qp, kp, vp, prefill_mask, 0.0, false, 1.0);
+      const at::Tensor out = ScaledDotAttention(qp, kp, vp, prefill_mask, 1.0);
       const at::Tensor rows = out.transpose(1, 2).reshape({num_prefills * query_len, heads, head_dim});
       attn.index_copy_(0, prefill_tokens, rows.index_select(0, prefill_valid_rows));
     }

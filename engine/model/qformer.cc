@@ -63,7 +63,7 @@ at::Tensor QFormer::AttentionBlock(const Attention& a, const at::Tensor& x, cons
   at::Tensor v = split(a.value(context));
   std::optional<at::Tensor> mask;
   if (additive_mask.defined()) mask = additive_mask;
-  at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, 1.0 / std::sqrt(double(head_dim)));
+  at::Tensor out = ScaledDotAttention(q, k, v, mask, 1.0 / std::sqrt(double(head_dim)));
   out = out.transpose(1, 2).reshape({batch, x.size(1), config_.hidden_size});
   return a.norm(a.dense(out) + x);
 }

@@ -181,8 +181,7 @@ std::vector<at::Tensor> T5Model::Encode(const std::vector<EncoderInput>& inputs)
     const at::Tensor x = RmsNorm(h, b.self_norm);
     const auto split = [&](const Linear& proj) { return Heads(proj, x).view({batch, len, heads, d_kv}).transpose(1, 2); };
     // No 1/sqrt(d) scaling in T5.
-    const at::Tensor out = at::scaled_dot_product_attention(split(b.self_attention.q), split(b.self_attention.k),
-                                                            split(b.self_attention.v), bias, 0.0, false, 1.0);
+    const at::Tensor out = ScaledDotAttention(split(b.self_attention.q), split(b.self_attention.k), split(b.self_attention.v), bias, 1.0);
     h = Residual(h, b.self_attention.o(out.transpose(1, 2).reshape({batch * len, heads * d_kv})));
     h = Residual(h, Feed(b.ff, RmsNorm(h, b.ff_norm)));
   }
@@ -306,8 +305,7 @@ at::Tensor T5Model::Step(const std::vector<DecoderInput>& inputs, KvCache& cache
     values.index_copy_(0, write_index, Heads(b.self_attention.v, x));
     const at::Tensor k = keys.index_select(0, key_index).view({batch, key_len, heads, d_kv}).transpose(1, 2);
     const at::Tensor v = values.index_select(0, key_index).view({batch, key_len, heads, d_kv}).transpose(1, 2);
-    at::Tensor out = at::scaled_dot_product_attention(pad_queries(Heads(b.self_attention.q, x)), k, v, self_bias, 0.0,
-                                                      false, 1.0);
+    at::Tensor out = ScaledDotAttention(pad_queries(Heads(b.self_attention.q, x)), k, v, self_bias, 1.0);
     h = Residual(h, b.self_attention.o(unpad(out)));
 
     x = RmsNorm(h, b.cross_norm);
@@ -320,8 +318,7 @@ at::Tensor T5Model::Step(const std::vector<DecoderInput>& inputs, KvCache& cache
       const at::Tensor all = parts.size() == 1 ? parts[0] : at::cat(parts);
       return all.index_select(0, cross_index).view({batch, cross_len, heads, d_kv}).transpose(1, 2);
     };
-    out = at::scaled_dot_product_attention(pad_queries(Heads(b.cross_attention.q, x)), gather(ck), gather(cv),
-                                           cross_mask, 0.0, false, 1.0);
+    out = ScaledDotAttention(pad_queries(Heads(b.cross_attention.q, x)), gather(ck), gather(cv), cross_mask, 1.0);
     h = Residual(h, b.cross_attention.o(unpad(out)));
     h = Residual(h, Feed(b.ff, RmsNorm(h, b.ff_norm)));
   }

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include <torch/version.h>
 // The device-generic allocator interface (c10::DeviceAllocator) exists from
@@ -121,6 +123,45 @@ MemoryUse CurrentMemoryUse(const at::Device& device) {
   }
 #endif
   return use;
+}
+
+}  // namespace blip2::engine
+
+namespace blip2::engine {
+namespace {
+
+// Whether the fused CPU attention runs `dtype` at a length that takes its
+// blocked path (probed once per dtype; the answer depends only on the build
+// and ATEN_CPU_CAPABILITY).
+bool FusedCpuAttentionWorks(at::ScalarType dtype) {
+  static std::mutex mu;
+  static std::map<at::ScalarType, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find(dtype);
+  if (it != known.end()) return it->second;
+  bool works = true;
+  try {
+    const at::Tensor q = at::zeros({1, 1, 128, 16}, at::TensorOptions().dtype(dtype));
+    at::scaled_dot_product_attention(q, q, q, std::nullopt, 0.0, false, 1.0);
+  } catch (const c10::Error&) {
+    works = false;
+  }
+  return known[dtype] = works;
+}
+
+}  // namespace
+
+at::Tensor ScaledDotAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::optional<at::Tensor>& mask, double scale) {
+  if (q.device().is_cpu() && q.scalar_type() != at::kFloat && !FusedCpuAttentionWorks(q.scalar_type())) {
+    // In float32, as the fused kernel accumulates, then back to the dtype.
+    std::optional<at::Tensor> float_mask = mask;
+    if (mask && mask->defined() && mask->is_floating_point()) float_mask = mask->to(at::kFloat);
+    return at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), float_mask, 0.0,
+                                            false, scale)
+        .to(q.scalar_type());
+  }
+  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
 }
 
 }  // namespace blip2::engine

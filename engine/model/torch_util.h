@@ -3,6 +3,8 @@
 // (never anything that also sees protobuf or gRPC headers; see docs/torch-and-protobuf.md).
 #pragma once
 
+#include <optional>
+
 #include <string>
 
 #include <ATen/ATen.h>
@@ -27,6 +29,15 @@ at::Tensor Activate(const at::Tensor& x, Activation activation);
 
 // Turns an exception thrown by LibTorch into a status: out-of-memory becomes
 // RESOURCE_EXHAUSTED, anything else INTERNAL. `what` says which step failed.
+// at::scaled_dot_product_attention (no dropout, not causal, `scale`), except
+// where this LibTorch's fused CPU kernel cannot run the dtype: LibTorch 2.15's
+// CPU flash attention throws for bfloat16 from 64 tokens up when its kernels
+// are forced below what the CPU has (ATEN_CPU_CAPABILITY=avx2 on an AMX
+// machine); there the attention runs in float32 (as the fused kernel
+// accumulates) and the result is cast back.
+at::Tensor ScaledDotAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::optional<at::Tensor>& mask, double scale);
+
 absl::Status StatusFromException(const std::exception& e, const std::string& what);
 
 // The small integer arrays one model step needs (token ids, positions, cache

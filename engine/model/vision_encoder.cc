@@ -76,8 +76,7 @@ VisionOutput VisionEncoder::Forward(const at::Tensor& pixels) const {
     at::Tensor h = layer.norm1(x);
     // Output features are ordered q | k | v, each head contiguous.
     at::Tensor qkv = layer.qkv(h).reshape({batch, tokens, 3, heads, head_dim}).permute({2, 0, 3, 1, 4});
-    at::Tensor attn = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, 0.0,
-                                                       /*is_causal=*/false, scale);
+    at::Tensor attn = ScaledDotAttention(qkv[0], qkv[1], qkv[2], /*mask=*/std::nullopt, scale);
     attn = attn.transpose(1, 2).reshape({batch, tokens, d});
     x = layer.projection(attn) + residual;
     residual = x;

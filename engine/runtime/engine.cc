@@ -112,6 +112,23 @@ struct Engine::Impl {
   bool LlmIdle() const { return sched->num_running() + sched->num_waiting() == 0; }
   // Queue and cache gauges, refreshed before every terminal event so a caller
   // woken by one sees them current.
+  // Under `mu`: the earliest lease end over the rooms, and the expiry of
+  // those due (their images, when no lease is left, into `releases`).
+  std::optional<Clock::time_point> NextLeaseExpiry() const {
+    std::optional<Clock::time_point> next;
+    for (const auto& room : rooms) {
+      const auto e = room->registered.next_expiry();
+      if (e && (!next || *e < *next)) next = e;
+    }
+    return next;
+  }
+  void ExpireLeases(Clock::time_point now) {
+    for (const auto& room : rooms) {
+      for (uint64_t key : room->registered.Expire(now, &stats.image_registrations_expired)) {
+        releases.emplace_back(room.get(), key);
+      }
+    }
+  }
   void UpdateGauges() {
     std::lock_guard<std::mutex> lock(mu);
     stats.waiting = sched->num_waiting() + static_cast<int64_t>(retrieval_queue.size());
@@ -324,9 +341,16 @@ absl::Status Engine::CheckPixels(const std::vector<float>& pixels) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink) {
+absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink,
+                                               std::optional<std::chrono::seconds> ttl) {
+  const std::chrono::seconds lease = ttl.value_or(impl_->config.registration_ttl);
+  if (lease.count() < 1 || lease > impl_->config.max_registration_ttl) {
+    return absl::InvalidArgumentError(absl::StrCat("ttl_seconds ", lease.count(), " is outside [1, ",
+                                                   impl_->config.max_registration_ttl.count(), "]"));
+  }
   RETURN_IF_ERROR(CheckPixels(pixels));
   auto r = std::make_unique<RegistrationRequest>();
+  r->expires = Clock::now() + lease;
   r->image_key = ImageKey(pixels.data(), pixels.size());
   r->pixels = std::move(pixels);
   r->room = room_;
@@ -334,9 +358,8 @@ absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::s
   const uint64_t key = r->image_key;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    if (room_->registered.count(key) == 0 &&
-        static_cast<int64_t>(room_->registered.size()) >= impl_->config.max_registered_images) {
-      return absl::ResourceExhaustedError(absl::StrCat("already ", room_->registered.size(),
+    if (!room_->registered.Contains(key) && room_->registered.images() >= impl_->config.max_registered_images) {
+      return absl::ResourceExhaustedError(absl::StrCat("already ", room_->registered.images(),
                                                        " registered images (max_registered_images); release some"));
     }
   }
@@ -346,9 +369,11 @@ absl::StatusOr<uint64_t> Engine::RegisterImage(std::vector<float> pixels, std::s
 
 absl::Status Engine::ReleaseImage(uint64_t key) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  if (room_->registered.erase(key) == 0) return absl::NotFoundError("the image is not registered");
-  impl_->releases.emplace_back(room_, key);
-  impl_->wake.notify_one();
+  ASSIGN_OR_RETURN(const bool last, room_->registered.Remove(key));
+  if (last) {  // the engine thread unpins it
+    impl_->releases.emplace_back(room_, key);
+    impl_->wake.notify_one();
+  }
   return absl::OkStatus();
 }
 
@@ -363,8 +388,8 @@ absl::StatusOr<int64_t> Engine::Impl::Enqueue(std::unique_ptr<Request> r) {
                                                      " requests); retry later"));
   }
   if (r->kind == Request::Kind::kRegistration) {
-    r->room->registered.insert(r->image_key);
-  } else if (r->registered_image && r->room->registered.count(r->image_key) == 0) {
+    r->room->registered.Add(r->image_key, static_cast<RegistrationRequest&>(*r).expires);
+  } else if (r->registered_image && !r->room->registered.Contains(r->image_key)) {
     if (r->room != rooms.front().get()) {
       return absl::NotFoundError("the image is not registered with the retrieval model (images are registered for "
                                  "the generation model; send this one's pixels instead)");
@@ -406,6 +431,7 @@ EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   EngineStats stats = impl_->stats;
   if (impl_->idle_since) stats.idle_ms += Ms(*impl_->idle_since, Clock::now());
+  for (const auto& room : impl_->rooms) stats.image_registrations += room->registered.leases();  // current
   return stats;
 }
 
@@ -415,7 +441,12 @@ void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::
   std::unique_lock<std::mutex> lock(mu);
   idle_since = start;  // Stats() counts a wait still going on
   if (inbox.empty() && cancels.empty() && releases.empty() && active.empty() && !stopping) {
-    wake.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; });
+    const auto woken = [&] { return !inbox.empty() || !cancels.empty() || !releases.empty() || stopping; };
+    if (const auto expiry = NextLeaseExpiry()) {
+      wake.wait_until(lock, *expiry, woken);  // idle until work or a lease's end
+    } else {
+      wake.wait(lock, woken);
+    }
   } else if (inbox.empty() && cancels.empty() && VisionWaiting() && LlmIdle() && retrieval_queue.empty()) {
     // Only images wait: give others a moment to join their batch.
     wake.wait_for(lock, config.vision_max_queue_delay, [&] { return !inbox.empty() || stopping; });
@@ -425,6 +456,7 @@ void Engine::Impl::TakeInbox(std::vector<std::unique_ptr<Request>>* added, std::
     inbox.pop_front();
   }
   cancelled->swap(cancels);
+  ExpireLeases(Clock::now());  // their images into `releases`
   released->swap(releases);
   stats.idle_ms += Ms(start, Clock::now());
   idle_since.reset();
@@ -592,7 +624,7 @@ void Engine::Impl::FinishRegistration(Request& r) {
   bool still_registered;
   {
     std::lock_guard<std::mutex> lock(mu);
-    still_registered = r.room->registered.count(r.image_key) > 0;
+    still_registered = r.room->registered.Contains(r.image_key);
   }
   // Released while it was being encoded: nothing to pin.
   if (still_registered && r.room->registration_pins.insert(r.image_key).second) r.room->images->Pin(r.image_key);

@@ -57,7 +57,11 @@ struct EngineConfig {
   // Requests.
   int64_t inbox_capacity = 1024;
   int64_t max_prompt_tokens = 256;       // text tokens, after the image's query tokens
-  int64_t max_registered_images = 1024;  // pinned in the image cache until released
+  int64_t max_registered_images = 1024;  // pinned in the image cache until released or expired
+  // A registration's lease when the caller names none, and the longest one
+  // a caller may ask for.
+  std::chrono::seconds registration_ttl{3600};
+  std::chrono::seconds max_registration_ttl{86400};
   // Retrieval requests.
   int64_t max_texts = 256;       // texts in one request
   int64_t max_text_tokens = 0;   // [CLS] + pieces + [SEP], longer texts are cut; 0: the Q-Former's positions
@@ -123,6 +127,8 @@ struct EngineStats {
   int64_t image_cache_bytes = 0;
   int64_t image_cache_entries = 0;
   int64_t registered_images = 0;
+  int64_t image_registrations = 0;          // leases held (an image registered twice holds two)
+  int64_t image_registrations_expired = 0;  // leases that lapsed unreleased
   std::map<int64_t, int64_t> vision_batch_sizes;  // images per encoder forward -> forwards
   // Prefix cache (blocks of prompts): found at admission, computed, evicted;
   // blocks kept for reuse while nobody holds them.
@@ -177,12 +183,17 @@ class Engine {
   // max_text_tokens are cut, and the result says so.
   absl::StatusOr<int64_t> SubmitRetrieval(RetrievalRequest request, std::shared_ptr<RequestSink> sink);
   // Encodes an image once (with this handle's model) and keeps its embeddings
-  // pinned in that model's image cache until ReleaseImage, so requests naming the returned key skip the encoder.
+  // pinned in that model's image cache, so requests naming the returned key
+  // (the content hash) skip the encoder. Each call takes a lease of `ttl`
+  // (registration_ttl when unset; 1 s .. max_registration_ttl, else
+  // INVALID_ARGUMENT); the image stays while any lease does: until as many
+  // ReleaseImage calls as registrations, or until the leases expire.
   // The sink gets OnFinished (no sequences) once the embeddings are cached, or
-  // OnError. Registering an image twice is harmless; one release frees it.
-  // RESOURCE_EXHAUSTED beyond max_registered_images.
-  absl::StatusOr<uint64_t> RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink);
-  // NOT_FOUND when the key is not registered.
+  // OnError. RESOURCE_EXHAUSTED beyond max_registered_images distinct images.
+  absl::StatusOr<uint64_t> RegisterImage(std::vector<float> pixels, std::shared_ptr<RequestSink> sink,
+                                         std::optional<std::chrono::seconds> ttl = std::nullopt);
+  // Gives back one lease; the image leaves with its last. NOT_FOUND when the
+  // key holds none.
   absl::Status ReleaseImage(uint64_t key);
   // Ends a request within one step (its sink gets OnFinished with "cancelled").
   // Unknown or finished ids are ignored.

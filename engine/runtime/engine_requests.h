@@ -60,6 +60,7 @@ struct GenerationRequest : Request {
 // RegisterImage: encode and pin.
 struct RegistrationRequest : Request {
   RegistrationRequest() : Request(Kind::kRegistration) {}
+  Clock::time_point expires;  // its lease's end
 };
 
 // SubmitRetrieval: match and embed.

@@ -16,6 +16,7 @@
 #include "engine/runtime/engine.h"
 #include "engine/runtime/image_cache.h"
 #include "engine/runtime/vision_batcher.h"
+#include "engine/runtime/registrations.h"
 #include "engine/tokenizer/wordpiece_tokenizer.h"
 
 namespace blip2::engine {
@@ -26,8 +27,8 @@ struct ModelRoom {
   std::unique_ptr<VisionBatcher> vision;
   std::unique_ptr<WordPieceTokenizer> text_tokenizer;  // retrieval checkpoints
   int64_t max_text_tokens = 0;                         // retrieval: [CLS] + pieces + [SEP]
-  // Under the engine's mutex: image keys registered and not released.
-  std::set<uint64_t> registered;
+  // Under the engine's mutex: the leases on registered images.
+  Registrations registered;
   // Engine thread only: keys holding one registration pin in `images`.
   std::set<uint64_t> registration_pins;
 

@@ -42,7 +42,9 @@ constexpr char kUsage[] =
     "         --target HOST:PORT [--tls [--ca FILE] [--cert FILE --key FILE]]\n"
     "         [--api-key-file FILE] ...\n"
     "      Calls a running server (TLS: trusting --ca, or the system's roots; mTLS with\n"
-    "      --cert/--key; the API key from FILE or the BLIP2_API_KEY environment variable).\n";
+    "      --cert/--key; the API key from FILE or the BLIP2_API_KEY environment variable).\n"
+    "      register --image FILE [--ttl-seconds N]: a lease on the image (released by\n"
+    "      release --image-id ID, or lapsing after N seconds).\n";
 
 }  // namespace
 

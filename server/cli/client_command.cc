@@ -75,7 +75,7 @@ int RunClient(const std::vector<std::string>& args) {
   }
   const std::string call = args[0];
   std::vector<std::string> known = {"target", "image", "image-id", "prompt", "question", "timeout-ms", "priority",
-                                    "service", "text", "ca", "cert", "key", "api-key-file"};
+                                    "service", "text", "ca", "cert", "key", "api-key-file", "ttl-seconds"};
   known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
   auto flags = CliFlags::Parse(std::vector<std::string>(args.begin() + 1, args.end()), known, {"ids", "tls"});
   if (!flags.ok()) return Fail(flags.status());
@@ -205,6 +205,11 @@ int RunClient(const std::vector<std::string>& args) {
     if (!bytes.ok()) return Fail(bytes.status());
     v1::RegisterImageRequest request;
     request.set_data(*bytes);
+    if (flags->Has("ttl-seconds")) {
+      auto ttl = flags->GetInt("ttl-seconds", 0);
+      if (!ttl.ok()) return Fail(ttl.status());
+      request.set_ttl_seconds(static_cast<int32_t>(*ttl));
+    }
     v1::RegisterImageResponse response;
     const grpc::Status status = stub->RegisterImage(&ctx, request, &response);
     if (!status.ok()) return Fail(status);

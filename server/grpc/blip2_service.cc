@@ -213,12 +213,15 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
     if (admitted.ok()) admitted = call->record_.CheckSize(request);
     if (admitted.ok() && request.data().empty()) admitted = absl::InvalidArgumentError("data is empty");
     if (!admitted.ok()) return call->End(admitted);
-    core->pool.Post([call, core, data = request.data()] {
+    std::optional<std::chrono::seconds> ttl;
+    if (request.has_ttl_seconds()) ttl = std::chrono::seconds(request.ttl_seconds());
+    call->ttl_seconds_ = static_cast<int32_t>(ttl.value_or(std::chrono::seconds(core->cfg.limits().registration_ttl_seconds())).count());
+    core->pool.Post([call, core, data = request.data(), ttl] {
       auto pixels = DecodeToPixels(data, DecodeLimits{core->cfg.max_image_pixels()},
                                    core->engine->spec().image_processor, "data");
       if (!pixels.ok()) return call->End(pixels.status());
       call->key_ = engine::ImageContentKey(*pixels);  // before the engine can finish the registration
-      auto key = core->engine->RegisterImage(std::move(*pixels), call);
+      auto key = core->engine->RegisterImage(std::move(*pixels), call, ttl);
       if (!key.ok()) return call->End(key.status());
     });
   }
@@ -231,13 +234,17 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
   RegisterCall(ServiceCore* core, grpc::CallbackServerContext* ctx, v1::RegisterImageResponse* response)
       : record_(core, ctx, "RegisterImage"), response_(response) {}
   void End(const absl::Status& status) {
-    if (status.ok()) response_->set_image_id(FormatImageId(key_));
+    if (status.ok()) {
+      response_->set_image_id(FormatImageId(key_));
+      response_->set_ttl_seconds(ttl_seconds_);
+    }
     record_.Finished(ToGrpcStatus(status));
     Finish(ToGrpcStatus(status));
   }
   CallRecord record_;
   v1::RegisterImageResponse* response_;
   std::atomic<uint64_t> key_{0};
+  int32_t ttl_seconds_ = 0;
   std::shared_ptr<RegisterCall> self_;
 };
 
@@ -363,6 +370,9 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* 
   info.set_prefix_cache_hits(stats.prefix_cache_hits);
   info.set_prefix_cache_misses(stats.prefix_cache_misses);
   info.set_prefix_cache_evictions(stats.prefix_cache_evictions);
+  info.set_registered_images(stats.registered_images);
+  info.set_image_registrations(stats.image_registrations);
+  info.set_image_registrations_expired(stats.image_registrations_expired);
   info.set_kv_block_size(static_cast<int32_t>(cfg.kv_cache().block_size()));
   v1::Limits* l = info.mutable_limits();
   const config::Limits& c = cfg.limits();
@@ -376,6 +386,8 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* 
   l->set_max_queued_requests(c.max_queued_requests());
   l->set_max_batch_items(c.max_batch_items());
   l->set_max_registered_images(c.max_registered_images());
+  l->set_registration_ttl_seconds(c.registration_ttl_seconds());
+  l->set_max_registration_ttl_seconds(c.max_registration_ttl_seconds());
   info.set_server_version(kServerVersion);
   if (engine.serves_generation()) info.add_serves("generation");
   if (retrieval != nullptr) {

@@ -92,6 +92,8 @@ config::ServerConfig DefaultServerConfig() {
   l->set_max_queued_requests(512);
   l->set_max_batch_items(256);
   l->set_max_registered_images(e.max_registered_images);
+  l->set_registration_ttl_seconds(e.registration_ttl.count());
+  l->set_max_registration_ttl_seconds(e.max_registration_ttl.count());
   l->set_max_texts(e.max_texts);
   l->set_max_text_tokens(e.max_text_tokens);
   c.mutable_security()->set_tls_refresh_seconds(60);
@@ -177,6 +179,12 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   RETURN_IF_ERROR(Positive(l.max_queued_requests(), "limits.max_queued_requests"));
   RETURN_IF_ERROR(Positive(l.max_batch_items(), "limits.max_batch_items"));
   RETURN_IF_ERROR(Positive(l.max_registered_images(), "limits.max_registered_images"));
+  RETURN_IF_ERROR(Positive(l.max_registration_ttl_seconds(), "limits.max_registration_ttl_seconds"));
+  if (l.registration_ttl_seconds() < 1 || l.registration_ttl_seconds() > l.max_registration_ttl_seconds()) {
+    return absl::InvalidArgumentError(absl::StrCat("limits.registration_ttl_seconds must be in [1, ",
+                                                   l.max_registration_ttl_seconds(), "], got ",
+                                                   l.registration_ttl_seconds()));
+  }
   RETURN_IF_ERROR(Positive(l.max_texts(), "limits.max_texts"));
   RETURN_IF_ERROR(Positive(c.image_urls().timeout_ms(), "image_urls.timeout_ms"));
   RETURN_IF_ERROR(Positive(c.image_urls().max_bytes(), "image_urls.max_bytes"));
@@ -212,6 +220,8 @@ engine::EngineConfig ToEngineConfig(const config::ServerConfig& c) {
   e.inbox_capacity = c.limits().max_concurrent_streams() * std::max<int64_t>(1, c.limits().max_batch_items());
   e.max_prompt_tokens = c.limits().max_prompt_tokens();
   e.max_registered_images = c.limits().max_registered_images();
+  e.registration_ttl = std::chrono::seconds(c.limits().registration_ttl_seconds());
+  e.max_registration_ttl = std::chrono::seconds(c.limits().max_registration_ttl_seconds());
   e.max_texts = c.limits().max_texts();
   e.max_text_tokens = c.limits().max_text_tokens();
   e.limits.max_new_tokens = c.limits().max_new_tokens();

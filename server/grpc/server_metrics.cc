@@ -36,6 +36,10 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
   ScalarFamily& misses = registry.Counter("blip2_image_cache_misses_total", "Images run through the vision encoder.");
   ScalarFamily& cache_bytes = registry.Gauge("blip2_image_cache_bytes", "Bytes of cached image embeddings.");
   ScalarFamily& registered = registry.Gauge("blip2_registered_images", "Images held by RegisterImage.");
+  ScalarFamily& registrations = registry.Gauge("blip2_image_registrations",
+                                               "RegisterImage leases held (an image registered twice holds two).");
+  ScalarFamily& expired = registry.Counter("blip2_image_registrations_expired_total",
+                                           "RegisterImage leases that lapsed without a release.");
   ScalarFamily& tokens = registry.Counter("blip2_generated_tokens_total", "Tokens generated.");
   ScalarFamily& images = registry.Counter("blip2_images_processed_total",
                                           "Images through the vision stage (encoded or from cache).");
@@ -51,7 +55,7 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
   ScalarFamily& copies = registry.Counter("blip2_kv_block_copies_total",
                                           "Copy-on-write copies of shared KV blocks (beams and samples diverging).");
   registry.OnCollect([=, &running, &waiting, &kv_used, &kv_total, &vision_batch, &hits, &misses, &cache_bytes,
-                      &registered, &tokens, &images, &preemptions, &kv_cached, &prefix, &prefix_evictions, &copies] {
+                      &registered, &registrations, &expired, &tokens, &images, &preemptions, &kv_cached, &prefix, &prefix_evictions, &copies] {
     const engine::EngineStats s = engine->Stats();
     running.Set({}, static_cast<double>(s.running));
     waiting.Set({}, static_cast<double>(s.waiting));
@@ -64,6 +68,8 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
     misses.Set({}, static_cast<double>(s.images_encoded));
     cache_bytes.Set({}, static_cast<double>(s.image_cache_bytes));
     registered.Set({}, static_cast<double>(s.registered_images));
+    registrations.Set({}, static_cast<double>(s.image_registrations));
+    expired.Set({}, static_cast<double>(s.image_registrations_expired));
     tokens.Set({}, static_cast<double>(s.generated_tokens));
     images.Set({}, static_cast<double>(s.images_encoded + s.image_cache_hits));
     preemptions.Set({}, static_cast<double>(s.preemptions));

@@ -433,13 +433,88 @@ TEST_CASE("A registered image skips decoding and the encoder, release forgets it
   v1::ReleaseImageRequest release;
   release.set_image_id(id1.image_id());
   v1::ReleaseImageResponse released;
+  // Two registrations: the first release leaves the image to the second.
+  CHECK(server.Metric("blip2_image_registrations") == 2);
   REQUIRE(server.stub().ReleaseImage(&c6, release, &released).ok());
+  CHECK(server.Metric("blip2_image_registrations") == 1);
+  grpc::ClientContext c_still, c_second;
+  v1::Completion still;
+  REQUIRE(server.stub().Caption(&c_still, by_id, &still).ok());
+  REQUIRE(server.stub().ReleaseImage(&c_second, release, &released).ok());
   CHECK(server.stub().ReleaseImage(&c7, release, &released).error_code() == StatusCode::NOT_FOUND);
   CHECK(server.WaitForMetric("blip2_registered_images", 0) == 0);
   v1::Completion after;
   const grpc::Status s = server.stub().Caption(&c8, by_id, &after);
   CHECK(s.error_code() == StatusCode::NOT_FOUND);
   CHECK_THAT(s.error_message(), Catch::Contains(id1.image_id()));
+}
+
+TEST_CASE("Clients registering the same image share it: no one's release pulls it from another") {
+  TestServer server(TestConfig(ModelDir("opt")));
+  constexpr int kClients = 8, kRounds = 12;
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      for (int round = 0; round < kRounds; ++round) {
+        grpc::ClientContext reg_ctx, cap_ctx, rel_ctx;
+        v1::RegisterImageRequest reg;
+        reg.set_data(ImageBytes("chelsea.jpg"));
+        v1::RegisterImageResponse id;
+        v1::CaptionRequest caption;
+        v1::Completion completion;
+        v1::ReleaseImageRequest release;
+        v1::ReleaseImageResponse released;
+        const bool flow = server.stub().RegisterImage(&reg_ctx, reg, &id).ok() &&
+                          (caption.mutable_image()->set_image_id(id.image_id()),
+                           caption.mutable_options()->set_max_new_tokens(3),
+                           server.stub().Caption(&cap_ctx, caption, &completion).ok()) &&
+                          (release.set_image_id(id.image_id()), server.stub().ReleaseImage(&rel_ctx, release, &released).ok());
+        ++(flow ? ok : failed);
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  CHECK(failed == 0);
+  CHECK(ok == kClients * kRounds);
+  CHECK(server.WaitForMetric("blip2_registered_images", 0) == 0);
+  CHECK(server.Metric("blip2_image_registrations") == 0);
+}
+
+TEST_CASE("An unreleased registration expires after its ttl_seconds, and GetModelInfo counts it") {
+  config::ServerConfig cfg = TestConfig(ModelDir("opt"));
+  cfg.mutable_limits()->set_max_registration_ttl_seconds(60);
+  cfg.mutable_limits()->set_registration_ttl_seconds(30);
+  TestServer server(cfg);
+  v1::RegisterImageRequest reg;
+  reg.set_data(ImageBytes("chelsea.jpg"));
+  reg.set_ttl_seconds(61);
+  v1::RegisterImageResponse id;
+  grpc::ClientContext too_long, by_default, short_lease;
+  const grpc::Status refused = server.stub().RegisterImage(&too_long, reg, &id);
+  CHECK(refused.error_code() == StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(refused.error_message(), Catch::Contains("ttl_seconds"));
+  reg.clear_ttl_seconds();
+  REQUIRE(server.stub().RegisterImage(&by_default, reg, &id).ok());
+  CHECK(id.ttl_seconds() == 30);
+  reg.set_data(ImageBytes("coffee.jpg"));
+  reg.set_ttl_seconds(1);
+  REQUIRE(server.stub().RegisterImage(&short_lease, reg, &id).ok());
+  CHECK(id.ttl_seconds() == 1);
+  CHECK(server.WaitForMetric("blip2_image_registrations_expired_total", 1) == 1);
+  CHECK(server.Metric("blip2_registered_images") == 1);  // the 30 s one stays
+  grpc::ClientContext info_ctx, cap_ctx;
+  v1::ModelInfo info;
+  REQUIRE(server.stub().GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info).ok());
+  CHECK(info.image_registrations_expired() == 1);
+  CHECK(info.image_registrations() == 1);
+  CHECK(info.registered_images() == 1);
+  CHECK(info.limits().registration_ttl_seconds() == 30);
+  CHECK(info.limits().max_registration_ttl_seconds() == 60);
+  v1::CaptionRequest caption;
+  caption.mutable_image()->set_image_id(id.image_id());
+  v1::Completion completion;
+  CHECK(server.stub().Caption(&cap_ctx, caption, &completion).error_code() == StatusCode::NOT_FOUND);
 }
 
 TEST_CASE("GetModelInfo describes the model and the limits") {

@@ -279,6 +279,15 @@ TEST_CASE("engine: a registered image is encoded once, pinned until released, th
   auto other = (*engine)->RegisterImage(Pixels("coffee"), std::make_shared<Collector>());
   CHECK(absl::IsResourceExhausted(other.status()));
 
+  // Registrations are counted: a second registration of the same picture
+  // holds it through the first one's release.
+  REQUIRE((*engine)->RegisterImage(Pixels("chelsea"), std::make_shared<Collector>()).ok());
+  CHECK((*engine)->Stats().image_registrations == 2);
+  REQUIRE((*engine)->ReleaseImage(*key).ok());
+  auto still = std::make_shared<Collector>();
+  REQUIRE((*engine)->Submit(req, still).ok());
+  still->Wait();
+  CHECK(still->result().has_value());
   REQUIRE((*engine)->ReleaseImage(*key).ok());
   CHECK(absl::IsNotFound((*engine)->ReleaseImage(*key)));
   CHECK(absl::IsNotFound((*engine)->Submit(req, std::make_shared<Collector>()).status()));
@@ -288,6 +297,41 @@ TEST_CASE("engine: a registered image is encoded once, pinned until released, th
   REQUIRE((*engine)->Submit(std::move(pixels_again), again).ok());
   again->Wait();
   CHECK(again->result().has_value());
+}
+
+TEST_CASE("engine: an unreleased registration lapses after its lease, freeing its slot and its pin") {
+  EngineConfig config;
+  config.max_registered_images = 1;
+  config.max_registration_ttl = std::chrono::seconds(5);
+  config.registration_ttl = std::chrono::seconds(5);
+  auto engine = Engine::Start({Model()}, config);
+  REQUIRE(engine.ok());
+  CHECK(absl::IsInvalidArgument(
+      (*engine)->RegisterImage(Pixels("chelsea"), std::make_shared<Collector>(), std::chrono::seconds(6)).status()));
+  CHECK(absl::IsInvalidArgument(
+      (*engine)->RegisterImage(Pixels("chelsea"), std::make_shared<Collector>(), std::chrono::seconds(0)).status()));
+  auto done = std::make_shared<Collector>();
+  auto key = (*engine)->RegisterImage(Pixels("chelsea"), done, std::chrono::seconds(1));
+  REQUIRE(key.ok());
+  done->Wait();
+  CHECK(absl::IsResourceExhausted(
+      (*engine)->RegisterImage(Pixels("coffee"), std::make_shared<Collector>(), std::chrono::seconds(1)).status()));
+  // The engine is idle: it wakes for the lease's end on its own.
+  const auto start = std::chrono::steady_clock::now();
+  while ((*engine)->Stats().registered_images > 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const EngineStats stats = (*engine)->Stats();
+  CHECK(stats.registered_images == 0);
+  CHECK(stats.image_registrations == 0);
+  CHECK(stats.image_registrations_expired == 1);
+  CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(500));  // not before its end
+  EngineRequest by_key{{}, "", {}, 0, std::nullopt};
+  by_key.image_key = *key;
+  CHECK(absl::IsNotFound((*engine)->Submit(by_key, std::make_shared<Collector>()).status()));
+  CHECK(absl::IsNotFound((*engine)->ReleaseImage(*key)));
+  // Its slot is free again.
+  CHECK((*engine)->RegisterImage(Pixels("coffee"), std::make_shared<Collector>()).ok());
 }
 
 // Many questions about one registered image: the image rows and the shared
