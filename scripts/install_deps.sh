@@ -14,7 +14,8 @@ apt-get install -y -qq --no-install-recommends \
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc \
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev \
   libspdlog-dev nlohmann-json3-dev catch2 zlib1g-dev libssl-dev openssl curl libboost-dev \
-  python3-grpcio python3-protobuf python3-yaml prometheus nginx-light >/dev/null
+  python3-grpcio python3-protobuf python3-yaml prometheus nginx-light \
+  clang libclang-rt-14-dev >/dev/null  # clang and libFuzzer: scripts/fuzz.sh
 
 # LibTorch comes from the torch wheel (Debian's libtorch-dev is 1.13, too old).
 # Debian's own Python refuses pip installs outside a virtualenv (PEP 668);

@@ -145,7 +145,8 @@ absl::Status SafetensorsFile::ParseHeader() {
       }
       continue;
     }
-    auto tensor_fail = [&](const std::string& what) { return fail(absl::StrCat("tensor \"", name, "\": ", what)); };
+    const std::string tensor = name;  // a structured binding cannot be captured before C++20 (clang 14)
+    auto tensor_fail = [&](const std::string& what) { return fail(absl::StrCat("tensor \"", tensor, "\": ", what)); };
     if (!entry.is_object()) return tensor_fail("entry is not an object");
     if (!entry.contains("dtype") || !entry["dtype"].is_string()) return tensor_fail("missing dtype");
     TensorView view;

@@ -43,10 +43,12 @@ absl::StatusOr<engine::RgbImage> DecodeImage(std::string_view bytes, const Decod
     return absl::InvalidArgumentError(
         absl::StrCat(format, " image is ", header->width, "x", header->height, ": it has no pixels"));
   }
-  if (header->width * header->height > limits.max_pixels) {
+  // Divided, not multiplied: headers can claim 2^32 x 2^32, which overflows (found by image_fuzz).
+  if (header->width > limits.max_pixels / header->height) {
     return absl::InvalidArgumentError(absl::StrCat(format, " image is ", header->width, "x", header->height, " = ",
-                                                   header->width * header->height, " pixels, over the limit of ",
-                                                   limits.max_pixels));
+                                                   // headers hold 32-bit sizes: the product fits 64 unsigned bits
+                                                   static_cast<uint64_t>(header->width) * static_cast<uint64_t>(header->height),
+                                                   " pixels, over the limit of ", limits.max_pixels));
   }
   if (header->format == ImageFormat::kJpeg && !JpegReachesEndOfImage(bytes)) {
     return absl::InvalidArgumentError("JPEG data is truncated (no end-of-image marker)");

@@ -144,6 +144,12 @@ TEST_CASE("decode: a header claiming 100000x100000 is refused before decoding") 
   ExpectError(header_only, "100000x100000 = 10000000000 pixels, over the limit of 50000000");
 }
 
+TEST_CASE("decode: a header claiming 4294967295x4294967295 is refused without overflowing") {
+  // Found by tests/fuzz/image_fuzz: width * height overflowed int64 (UBSan).
+  const std::string header_only = MakePng(0xffffffffu, 0xffffffffu, 2, {0, 0, 0, 0});
+  ExpectError(header_only, "4294967295x4294967295 = 18446744065119617025 pixels, over the limit");
+}
+
 TEST_CASE("decode: the pixel limit is configurable") {
   const std::string png = Encode(NoiseBgr(11, 10), ".png");
   ExpectError(png, "over the limit of 100", DecodeLimits{100});
