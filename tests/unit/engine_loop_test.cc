@@ -334,6 +334,36 @@ TEST_CASE("engine: an unreleased registration lapses after its lease, freeing it
   CHECK((*engine)->RegisterImage(Pixels("coffee"), std::make_shared<Collector>()).ok());
 }
 
+TEST_CASE("engine: checkpoint files truncated or rewritten on disk after start change nothing") {
+  // The weights are copied out of the memory-mapped files at load, so what
+  // happens to the files later (a redeploy writing over them, a truncation)
+  // can neither crash the server (SIGBUS on a truncated mapping) nor change
+  // its answers.
+  const std::string dir = testing::MakeTempDir() + "/model";
+  std::filesystem::copy(Model(), dir, std::filesystem::copy_options::recursive);
+  auto engine = Engine::Start({dir}, {});
+  REQUIRE(engine.ok());
+  const auto caption = [&] {
+    auto sink = std::make_shared<Collector>();
+    EngineRequest r{Pixels("chelsea"), "", {}, 0, std::nullopt};
+    r.overrides.max_new_tokens = 8;
+    REQUIRE((*engine)->Submit(std::move(r), sink).ok());
+    sink->Wait();
+    REQUIRE(sink->result().has_value());
+    return sink->result()->sequences[0].token_ids;
+  };
+  const std::vector<int64_t> before = caption();
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    std::filesystem::resize_file(entry.path(), 0);  // pages of the old mapping now fault
+    testing::WriteFile(entry.path().string(), "not a checkpoint any more");
+    ++files;
+  }
+  CHECK(files > 0);
+  CHECK(caption() == before);
+}
+
 // Many questions about one registered image: the image rows and the shared
 // prompt prefix are computed once and reused from the prefix cache, with
 // exactly the ids computed without it.
