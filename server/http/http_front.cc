@@ -6,6 +6,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/ssl.hpp>
+#include <array>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -113,6 +114,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void OnRead(beast::error_code ec) {
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
+      linger_ = true;  // the client is still sending its body
       return Reply(413, ErrorJson(absl::InvalidArgumentError(absl::StrCat(
                             "the request body is larger than max_message_bytes (",
                             core_->cfg.limits().max_message_bytes(), ")"))));
@@ -447,8 +449,30 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   void Close() {
     beast::error_code ec;
+    if (linger_) return Linger();
     Socket().shutdown(tcp::socket::shutdown_both, ec);
     Socket().close(ec);
+  }
+
+  // After refusing a request whose body is still arriving (413): stop
+  // sending, then read and drop what the client sends for a while before
+  // closing. Closing at once would reset the connection under the client's
+  // unsent bytes, and many clients then report a reset instead of our answer
+  // (nginx's lingering_close).
+  void Linger() {
+    linger_ = false;
+    beast::error_code ec;
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    DrainSome();
+  }
+  void DrainSome() {
+    auto scratch = std::make_shared<std::array<char, 16384>>();
+    beast::get_lowest_layer(stream_).async_read_some(
+        net::buffer(*scratch), [self = shared_from_this(), scratch](beast::error_code ec, size_t) {
+          if (!ec) return self->DrainSome();
+          self->Close();  // end of stream, the 5 s limit, or an error
+        });
   }
 
   std::shared_ptr<net::ssl::context> tls_;  // TLS only; before stream_, which uses it
@@ -463,6 +487,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::string route_;
   std::string id_;
   bool held_ = false;  // an admission slot
+  bool linger_ = false;  // drain the client's unread body before closing
   int64_t requests_ = 0;  // requests that reached the engine on this connection
   std::shared_ptr<EngineJob> job_;
   bool gone_ = false;  // the client closed the connection

@@ -19,7 +19,8 @@ import sys
 import openai
 
 blip2, image_path, fixtures = sys.argv[1], sys.argv[2], sys.argv[3]
-client = openai.OpenAI(base_url=os.environ["BLIP2_HTTP_URL"], api_key="not-needed", max_retries=0)
+# The server requires an API key (BLIP2_API_KEY, from the test's keys file).
+client = openai.OpenAI(base_url=os.environ["BLIP2_HTTP_URL"], api_key=os.environ["BLIP2_API_KEY"], max_retries=0)
 with open(image_path, "rb") as f:
     data_url = "data:image/jpeg;base64," + base64.b64encode(f.read()).decode()
 
@@ -151,6 +152,20 @@ expect(openai.BadRequestError, "bogus is not a known field", model=model, messag
 expect(openai.BadRequestError, "fetches no http URLs", model=model, messages=[{"role": "user", "content": [
     {"type": "image_url", "image_url": {"url": "http://example.com/cat.jpg"}}]}])
 expect(openai.BadRequestError, "top_p", model=model, messages=user(), top_p=1.5)
+# 401 for a wrong key; 413 for a body over limits.max_message_bytes (4 MB in this test).
+intruder = openai.OpenAI(base_url=os.environ["BLIP2_HTTP_URL"], api_key="wrong-key", max_retries=0)
+try:
+    intruder.models.list()
+    raise AssertionError("a wrong API key was accepted")
+except openai.AuthenticationError as e:
+    assert "wrong-key" not in str(e), e  # the key is never echoed
+huge = "data:image/jpeg;base64," + base64.b64encode(b"\0" * (4 << 20)).decode()
+try:
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": huge}}]}])
+    raise AssertionError("a body over max_message_bytes was accepted")
+except openai.APIStatusError as e:
+    assert e.status_code == 413 and "max_message_bytes" in str(e), e
 # A stream whose image does not decode still gets a 400 (the 200 waits for the first event).
 not_an_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {
     "url": "data:image/jpeg;base64," + base64.b64encode(b"not an image at all").decode()}}]}]

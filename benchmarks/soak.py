@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""A mixed-traffic soak of `blip2 serve` (Debian's python3-grpcio; stubs from the build).
+
+Starts the server on the tiny OPT model with the tiny retrieval model beside it and the HTTP API on,
+then runs CLIENTS threads for MINUTES, each picking at random: greedy captions, sampled streams,
+beams, batches (with a bad item), register -> caption -> release flows on shared images, Match and
+Embed, streams cancelled after two messages, calls with a 5 ms deadline, slow readers, bad inputs
+(garbage images, bad options, unknown ids) and HTTP chat calls (plain, streamed, bad JSON).
+Every call must end with one status from the set its scenario allows. Every 10 s it records the
+server's RSS, threads and open file descriptors; at the end, once idle, KV blocks in use, registered
+images, calls in flight, threads and descriptors must be back at their idle values, and RSS growth
+after warm-up must stay under 1% per 10 minutes. Prints PASS/FAIL lines and writes a JSON report.
+
+Usage: benchmarks/soak.py [--minutes 30] [--clients 12] [--build build] [--out benchmarks/results/soak_cpu.json]
+"""
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import base64
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGES = os.path.join(ROOT, "tests", "fixtures", "images")
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--minutes", type=float, default=30)
+parser.add_argument("--clients", type=int, default=12)
+parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "soak_cpu.json"))
+args = parser.parse_args()
+
+sys.path.insert(0, os.path.join(args.build, "clients", "python"))
+import grpc  # noqa: E402
+import blip2_pb2 as pb  # noqa: E402
+import blip2_pb2_grpc as pb_grpc  # noqa: E402
+
+C = grpc.StatusCode
+images = {n: open(os.path.join(IMAGES, n), "rb").read() for n in ("chelsea.jpg", "coffee.jpg", "tiny_upscale.png",
+                                                                   "camera_gray.png", "half_transparent.png")}
+
+# --- the server ------------------------------------------------------------------------------
+tmp = tempfile.mkdtemp()
+ports_file = os.path.join(tmp, "ports")
+server = subprocess.Popen([os.path.join(args.build, "server", "blip2"), "serve", "--config",
+                           os.path.join(ROOT, "configs", "tiny-opt-cpu.textproto"),
+                           "--retrieval_model_dir", os.path.join(ROOT, "tests", "fixtures", "blip2-tiny-itm"),
+                           "--port", "0", "--metrics_port", "0", "--http_port", "0", "--port_file", ports_file,
+                           "--log_level", "warn"], cwd=ROOT, stderr=open(os.path.join(tmp, "server.log"), "w"))
+for _ in range(600):
+    if os.path.exists(ports_file) and os.path.getsize(ports_file) > 0:
+        break
+    time.sleep(0.1)
+grpc_port, metrics_port, http_port = open(ports_file).read().split()
+channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=[("grpc.max_receive_message_length", -1)])
+stub = pb_grpc.Blip2Stub(channel)
+
+
+def metric(name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    m = re.search(r"^" + re.escape(name) + r" ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def process_sample():
+    status = open(f"/proc/{server.pid}/status").read()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
+    fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+    return {"t": round(time.time() - start, 1), "rss_mb": round(rss, 1), "threads": threads, "fds": fds}
+
+
+# --- scenarios: each returns (status name, allowed?) -------------------------------------------
+def opts(**kw):
+    return pb.DecodingOptions(**kw)
+
+
+def img(name=None):
+    return pb.Image(data=images[name or random.choice(list(images))])
+
+
+def caption_greedy():
+    stub.Caption(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=random.randint(1, 24))), timeout=60)
+
+
+def stream_sampled():
+    for _ in stub.Generate(pb.GenerateRequest(image=img(), prompt="a photo of", options=opts(
+            max_new_tokens=20, do_sample=True, temperature=0.8, seed=random.randint(0, 99))), timeout=60):
+        pass
+
+
+def beams():
+    stub.Caption(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=12, num_beams=3, num_return_sequences=2)),
+                 timeout=60)
+
+
+def batch():
+    items = [pb.BatchItem(image=img()), pb.BatchItem(image=pb.Image(data=b"not an image")), pb.BatchItem(image=img())]
+    results = list(stub.GenerateBatch(pb.GenerateBatchRequest(items=items, options=opts(max_new_tokens=8)),
+                                      timeout=60))
+    bad = [r for r in results if r.index == 1]
+    assert len(results) == 3 and bad and bad[0].status.code == C.INVALID_ARGUMENT.value[0], results
+
+
+def register_flow():
+    name = random.choice(["chelsea.jpg", "coffee.jpg"])  # shared by every client
+    reg = stub.RegisterImage(pb.RegisterImageRequest(data=images[name], ttl_seconds=60), timeout=60)
+    stub.Caption(pb.CaptionRequest(image=pb.Image(image_id=reg.image_id), options=opts(max_new_tokens=6)), timeout=60)
+    stub.ReleaseImage(pb.ReleaseImageRequest(image_id=reg.image_id), timeout=60)
+
+
+def retrieval():
+    if random.random() < 0.5:
+        stub.Match(pb.MatchRequest(image=img(), texts=["a cat", "a cup of coffee", "an astronaut"]), timeout=60)
+    else:
+        stub.Embed(pb.EmbedRequest(images=[img()], texts=["a cat"]), timeout=60)
+
+
+def cancelled_stream():
+    call = stub.Generate(pb.GenerateRequest(image=img(), options=opts(max_new_tokens=64, min_new_tokens=64)),
+                         timeout=60)
+    for i, _ in enumerate(call):
+        if i == 1:
+            call.cancel()
+            break
+
+
+def short_deadline():
+    stub.Caption(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=64, min_new_tokens=64)), timeout=0.005)
+
+
+def slow_reader():
+    for _ in stub.Generate(pb.GenerateRequest(image=img(), options=opts(max_new_tokens=16)), timeout=60):
+        time.sleep(0.05)
+
+
+def bad_input():
+    kind = random.randint(0, 2)
+    if kind == 0:
+        stub.Caption(pb.CaptionRequest(image=pb.Image(data=os.urandom(random.randint(1, 2000)))), timeout=60)
+    elif kind == 1:
+        stub.Caption(pb.CaptionRequest(image=img(), options=opts(num_beams=0)), timeout=60)
+    else:
+        stub.Caption(pb.CaptionRequest(image=pb.Image(image_id="00000000deadbeef")), timeout=60)
+
+
+def http_chat():
+    url = "data:image/jpeg;base64," + base64.b64encode(images["chelsea.jpg"]).decode()
+    kind = random.randint(0, 2)
+    body = {"model": "blip2-tiny-opt", "max_tokens": 8, "stream": kind == 1,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+    data = b"{not json" if kind == 2 else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/chat/completions", data=data,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            text = r.read().decode()
+            assert (kind == 1) == ("data: [DONE]" in text), text[:200]
+            return "HTTP 200"
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code}"
+
+
+SCENARIOS = {  # name -> (function, allowed outcomes)
+    "caption_greedy": (caption_greedy, {"OK"}),
+    "stream_sampled": (stream_sampled, {"OK"}),
+    "beams": (beams, {"OK"}),
+    "batch_with_bad_item": (batch, {"OK"}),
+    "register_caption_release": (register_flow, {"OK"}),
+    "retrieval": (retrieval, {"OK"}),
+    "cancelled_stream": (cancelled_stream, {"OK", "CANCELLED"}),
+    "deadline_5ms": (short_deadline, {"OK", "DEADLINE_EXCEEDED"}),
+    "slow_reader": (slow_reader, {"OK"}),
+    "bad_input": (bad_input, {"INVALID_ARGUMENT", "NOT_FOUND"}),
+    "http_chat": (http_chat, {"HTTP 200", "HTTP 400"}),
+}
+# RESOURCE_EXHAUSTED is a clean refusal under load, allowed everywhere.
+counts = {name: {} for name in SCENARIOS}
+failures = []
+lock = threading.Lock()
+
+
+def run_one(name):
+    fn, allowed = SCENARIOS[name]
+    try:
+        outcome = fn() or "OK"
+    except grpc.RpcError as e:
+        outcome = e.code().name
+    except AssertionError as e:
+        outcome = "ASSERTION"
+        with lock:
+            failures.append(f"{name}: {str(e)[:300]}")
+    with lock:
+        counts[name][outcome] = counts[name].get(outcome, 0) + 1
+        if outcome not in allowed and outcome != "RESOURCE_EXHAUSTED" and outcome != "ASSERTION":
+            failures.append(f"{name}: unexpected {outcome}")
+
+
+def client(stop_at):
+    while time.time() < stop_at:
+        run_one(random.choice(list(SCENARIOS)))
+
+
+# --- run -------------------------------------------------------------------------------------
+for name in SCENARIOS:  # warm every path once
+    run_one(name)
+time.sleep(2)
+start = time.time()
+idle_before = process_sample()
+idle_before.update(kv=metric("blip2_kv_cache_blocks_used"), registered=metric("blip2_registered_images"))
+stop_at = start + args.minutes * 60
+threads = [threading.Thread(target=client, args=(stop_at,)) for _ in range(args.clients)]
+for t in threads:
+    t.start()
+samples = []
+while any(t.is_alive() for t in threads):
+    samples.append(process_sample())
+    for _ in range(10):
+        if not any(t.is_alive() for t in threads):
+            break
+        time.sleep(1)
+for t in threads:
+    t.join()
+time.sleep(3)  # let the last streams' cleanup finish
+idle_after = process_sample()
+idle_after.update(kv=metric("blip2_kv_cache_blocks_used"), registered=metric("blip2_registered_images"),
+                  in_flight=metric("blip2_calls_in_flight"), registrations=metric("blip2_image_registrations"))
+server.terminate()
+server_rc = server.wait(timeout=60)
+
+# RSS growth after warm-up (the first 20% of the run): least-squares slope, % per 10 minutes.
+warm = [s for s in samples if s["t"] >= 0.2 * args.minutes * 60] or samples
+slope = 0.0
+if len(warm) >= 2:
+    n, mt, mr = len(warm), sum(s["t"] for s in warm) / len(warm), sum(s["rss_mb"] for s in warm) / len(warm)
+    var = sum((s["t"] - mt) ** 2 for s in warm)
+    slope = sum((s["t"] - mt) * (s["rss_mb"] - mr) for s in warm) / var if var else 0.0
+growth_pct_per_10min = 100 * slope * 600 / (sum(s["rss_mb"] for s in warm) / len(warm))
+total_calls = sum(sum(c.values()) for c in counts.values())
+checks = {
+    "every call ended with an allowed status": not failures,
+    "KV blocks back to 0": idle_after["kv"] == 0,
+    "registered images back to 0": idle_after["registered"] == 0 and idle_after["registrations"] == 0,
+    "no call in flight": idle_after["in_flight"] == 0,
+    "threads back to idle": idle_after["threads"] <= idle_before["threads"],
+    "open descriptors back to idle": idle_after["fds"] <= idle_before["fds"],
+    "RSS growth after warm-up under 1% per 10 minutes": growth_pct_per_10min < 1.0,
+    "the server drained and exited 0": server_rc == 0,
+}
+for name, ok in checks.items():
+    print(("PASS " if ok else "FAIL ") + name)
+print(f"{total_calls} calls in {args.minutes:g} min by {args.clients} clients; RSS {samples[0]['rss_mb'] if samples else 0} -> "
+      f"{idle_after['rss_mb']} MB, growth after warm-up {growth_pct_per_10min:.2f}% per 10 min; threads "
+      f"{idle_before['threads']} -> {idle_after['threads']}, fds {idle_before['fds']} -> {idle_after['fds']}")
+for f in failures[:20]:
+    print("  " + f)
+report = {"benchmark": "soak", "minutes": args.minutes, "clients": args.clients, "calls": total_calls,
+          "outcomes": counts, "failures": failures[:100], "idle_before": idle_before, "idle_after": idle_after,
+          "rss_growth_pct_per_10min_after_warmup": growth_pct_per_10min, "samples": samples, "checks": checks}
+os.makedirs(os.path.dirname(args.out), exist_ok=True)
+json.dump(report, open(args.out, "w"), indent=1)
+print("wrote", args.out)
+sys.exit(0 if all(checks.values()) else 1)
