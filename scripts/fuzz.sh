@@ -29,6 +29,7 @@ for h in "${harnesses[@]}"; do
   bin=$build/tests/fuzz/$h
   work=$out/$h/corpus
   mkdir -p "$work"
+  rm -f "$out/$h"/crash-* "$out/$h"/leak-* "$out/$h"/timeout-* "$out/$h"/oom-*  # a previous run's
   dirs=("$work" "tests/fuzz/corpus/$h")
   [ -d "tests/fuzz/regressions/$h" ] && dirs+=("tests/fuzz/regressions/$h")
   log=$out/$h/log.txt
