@@ -17,7 +17,8 @@ bool IsIntegral(const nlohmann::json& v) {
   if (v.is_number_integer()) return true;
   if (v.is_number_float()) {
     const double d = v.get<double>();
-    return std::isfinite(d) && std::floor(d) == d;
+    // Within int64 too: 3.2e55 is integral but no int64 (found by model_config_fuzz).
+    return std::isfinite(d) && std::floor(d) == d && d >= -9223372036854775808.0 && d < 9223372036854775808.0;
   }
   return false;
 }

@@ -107,6 +107,10 @@ TEST_CASE("config: a field of the wrong type is named with its path") {
   CHECK(Mentions(ParseStatus(R"({"model_type":"blip-2","text_config":{"eos_token_id":"x"}})"), "text_config.eos_token_id"));
   CHECK(Mentions(ParseStatus(R"({"model_type":"blip-2","qformer_config":{"hidden_act":"mish"}})"),
                  "qformer_config.hidden_act: unsupported activation"));
+  // Integral but beyond int64: refused, not converted (found by model_config_fuzz; UBSan).
+  CHECK(Mentions(ParseStatus(R"({"model_type":"blip-2","vision_config":{"hidden_size":3.2e55}})"),
+                 "vision_config.hidden_size: expected an integer"));
+  CHECK(Mentions(ParseGenerationConfig(R"({"max_new_tokens":1e19})", "g.json").status(), "max_new_tokens"));
 }
 
 TEST_CASE("config: impossible sizes and unknown models are refused") {
