@@ -47,7 +47,8 @@ class WordPieceTokenizer {
  private:
   WordPieceTokenizer() = default;
   // Appends the ids of `text` between added tokens: normalise, split, pieces.
-  void EncodeOrdinary(std::string_view text, std::vector<int64_t>* ids) const;
+  // Stops once `ids` holds more than `stop_after` pieces (the rest would be cut).
+  void EncodeOrdinary(std::string_view text, std::vector<int64_t>* ids, size_t stop_after) const;
   void EncodeWord(const std::u32string& word, std::vector<int64_t>* ids) const;
 
   std::unordered_map<std::string, int64_t> vocab_;

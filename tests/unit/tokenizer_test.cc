@@ -5,6 +5,7 @@
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/stream_decoder.h"
 #include "engine/tokenizer/unicode.h"
+#include "engine/tokenizer/wordpiece_tokenizer.h"
 #include "tests/catch.h"
 #include "tests/test_support.h"
 
@@ -124,6 +125,35 @@ TEST_CASE("tokenizer: vocab.json + merges.txt fallback equals tokenizer.json") {
     INFO(text);
     CHECK(*(*slow)->Encode(text) == *(*fast)->Encode(text));
   }
+}
+
+}  // namespace
+}  // namespace blip2::engine
+
+namespace blip2::engine {
+namespace {
+
+TEST_CASE("wordpiece: a long text is encoded only as far as max_length needs, with the same ids") {
+  // tokenizer_fuzz found a 100 KB text that took over 10 s: every word was
+  // encoded before the cut. Now encoding stops past the room; ids and the
+  // truncated flag are what encoding everything and cutting gives.
+  auto tok = WordPieceTokenizer::Load(testing::FixturesDir() + "/blip2-tiny-itm");
+  REQUIRE(tok.ok());
+  std::string word;
+  for (int i = 0; i < 100; ++i) word += static_cast<char>('a' + (i * 7) % 26);
+  std::string huge, start;
+  for (int i = 0; i < 3000; ++i) huge += word + " ";
+  for (int i = 0; i < 40; ++i) start += word + " ";
+  const auto cut = (*tok)->Encode(huge, 32);
+  CHECK(cut.truncated);
+  CHECK(cut.ids.size() == 32);
+  CHECK(cut.ids == (*tok)->Encode(start, 32).ids);
+  const auto fits = (*tok)->Encode("a cat", 32);
+  CHECK_FALSE(fits.truncated);
+  const auto exact = (*tok)->Encode("a cat", static_cast<int64_t>(fits.ids.size()));  // room for exactly its pieces
+  CHECK_FALSE(exact.truncated);
+  CHECK(exact.ids == fits.ids);
+  CHECK((*tok)->Encode("a cat", static_cast<int64_t>(fits.ids.size()) - 1).truncated);
 }
 
 }  // namespace
