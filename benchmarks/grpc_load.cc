@@ -8,6 +8,8 @@
 //   build/benchmarks/grpc_load --target 127.0.0.1:50051 --concurrency 1,8,32,128 --requests 512
 //   build/benchmarks/grpc_load --target HOST:PORT --mode open --rate 200,400 --seconds 10
 //   build/benchmarks/grpc_load --target localhost:50051 --ca ca.pem ...   (TLS)
+//   ... --priorities 0:0.05,5:0.95: request priorities by share; the report
+//   then splits results by priority (benchmarks/overload.py uses this).
 // Every call has a deadline (--deadline-s, default 120). A failed call is
 // counted by its status code (with the first message of each code), never
 // fatal: the exit code is 0 whenever the report was written.
@@ -19,6 +21,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -39,6 +42,7 @@ namespace {
 
 // What one finished call measured.
 struct Outcome {
+  int priority = 0;
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string message;
   int64_t tokens = 0, messages = 0;
@@ -56,6 +60,10 @@ struct Results {
   std::vector<double> ttft_ms, itl_ms, latency_ms;
   std::map<std::string, int64_t> errors;          // status code name -> calls
   std::map<std::string, std::string> error_text;  // status code name -> the first message with it
+  std::map<std::string, std::vector<double>> error_latency_ms;  // status code name -> how fast it came
+  // By request priority: the OK calls' time to first token, and the failed calls by code.
+  std::map<int, std::vector<double>> ttft_ms_by_priority;
+  std::map<int, std::map<std::string, int64_t>> errors_by_priority;
 
   void Record(const Outcome& o) {
     std::lock_guard<std::mutex> lock(mu);
@@ -66,10 +74,13 @@ struct Results {
       ttft_ms.push_back(o.ttft_ms);
       latency_ms.push_back(o.latency_ms);
       itl_ms.insert(itl_ms.end(), o.itl_ms.begin(), o.itl_ms.end());
+      ttft_ms_by_priority[o.priority].push_back(o.ttft_ms);
     } else {
       const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(o.code));
       ++errors[code];
       error_text.emplace(code, o.message);
+      error_latency_ms[code].push_back(o.latency_ms);
+      ++errors_by_priority[o.priority][code];
     }
     done_cv.notify_all();  // under the lock: the runner may return (and free this) right after
   }
@@ -81,6 +92,20 @@ struct Workload {
   int image_size;
   int64_t distinct;  // images per level
   double deadline_s;  // per call: a hung server shows as DEADLINE_EXCEEDED, not a hung benchmark
+  // Request priorities and their shares (--priorities 0:0.05,5:0.95); empty: all 0.
+  std::vector<std::pair<int, double>> priorities;
+
+  // Call `index`'s priority: a fixed draw per index, so runs repeat.
+  int PriorityOf(int64_t index) const {
+    if (priorities.empty()) return 0;
+    std::mt19937_64 rng(static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull + 1);
+    double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    for (const auto& [priority, share] : priorities) {
+      if (u < share) return priority;
+      u -= share;
+    }
+    return priorities.back().first;
+  }
 };
 
 // Distinct JPEGs for one level; `first_seed` differs per level and per run so
@@ -100,6 +125,7 @@ class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
     request_.mutable_image()->set_data(images[static_cast<size_t>(index) % images.size()]);
     request_.mutable_options()->set_max_new_tokens(w.new_tokens);
     request_.mutable_options()->set_min_new_tokens(w.new_tokens);
+    request_.set_priority(w.PriorityOf(index));
     start_ = last_ = Clock::now();
     ctx_.set_deadline(std::chrono::system_clock::now() +
                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -129,6 +155,7 @@ class Call : public grpc::ClientReadReactor<v1::GenerateResponse> {
 
   void OnDone(const grpc::Status& status) override {
     Outcome outcome;
+    outcome.priority = request_.priority();
     outcome.code = status.error_code();
     outcome.message = status.error_message();
     outcome.tokens = tokens_;
@@ -180,6 +207,26 @@ nlohmann::json Summarize(Results& r, double seconds, const std::string& mode, do
                         {"itl_ms", {{"p50", Percentile(r.itl_ms, 0.5)}, {"p90", Percentile(r.itl_ms, 0.9)},
                                     {"p99", Percentile(r.itl_ms, 0.99)}}},
                         {"latency_ms", {{"p50", Percentile(r.latency_ms, 0.5)}, {"p99", Percentile(r.latency_ms, 0.99)}}}};
+  // How long failed calls took to fail (a refusal should come at once).
+  for (const auto& [code, ms] : r.error_latency_ms) {
+    row["error_latency_ms"][code] = {{"p50", Percentile(ms, 0.5)}, {"p99", Percentile(ms, 0.99)}};
+  }
+  std::set<int> priorities;
+  for (const auto& [p, v] : r.ttft_ms_by_priority) priorities.insert(p);
+  for (const auto& [p, e] : r.errors_by_priority) priorities.insert(p);
+  if (priorities.size() > 1 || (priorities.size() == 1 && *priorities.begin() != 0)) {
+    for (int p : priorities) {
+      const std::vector<double>& ttft = r.ttft_ms_by_priority[p];
+      row["by_priority"][std::to_string(p)] = {
+          {"ok", ttft.size()},
+          {"errors", r.errors_by_priority[p]},
+          {"ttft_ms", {{"p50", Percentile(ttft, 0.5)}, {"p90", Percentile(ttft, 0.9)}, {"p99", Percentile(ttft, 0.99)}}}};
+      int64_t failed = 0;
+      for (const auto& [code, n] : r.errors_by_priority[p]) failed += n;
+      std::printf("       priority %d: %zu ok (ttft p50 %.1f p99 %.1f ms), %lld failed\n", p, ttft.size(),
+                  Percentile(ttft, 0.5), Percentile(ttft, 0.99), static_cast<long long>(failed));
+    }
+  }
   int64_t errors = 0;
   for (const auto& [code, n] : r.errors) errors += n;
   std::printf("%-6s %8g %8lld %6lld %10.1f %10.0f %8.1f %8.1f %8.1f %8.2f %8.2f %8.2f\n", mode.c_str(), level,
@@ -188,7 +235,8 @@ nlohmann::json Summarize(Results& r, double seconds, const std::string& mode, do
               Percentile(r.ttft_ms, 0.99), Percentile(r.itl_ms, 0.5), Percentile(r.itl_ms, 0.9),
               Percentile(r.itl_ms, 0.99));
   for (const auto& [code, n] : r.errors) {
-    std::printf("       %lld calls failed with %s (first: %s)\n", static_cast<long long>(n), code.c_str(),
+    std::printf("       %lld calls failed with %s in p50 %.2f p99 %.2f ms (first: %s)\n", static_cast<long long>(n),
+                code.c_str(), Percentile(r.error_latency_ms.at(code), 0.5), Percentile(r.error_latency_ms.at(code), 0.99),
                 r.error_text.at(code).c_str());
   }
   std::fflush(stdout);
@@ -246,7 +294,7 @@ std::vector<double> Levels(const std::string& list) {
 int Main(int argc, char** argv) {
   auto flags = common::CliFlags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                                        {"target", "lb", "mode", "concurrency", "rate", "requests", "seconds", "new-tokens",
-                                        "images", "image-size", "deadline-s", "ca", "out"});
+                                        "images", "image-size", "deadline-s", "ca", "out", "priorities"});
   if (!flags.ok()) {
     std::fprintf(stderr, "grpc_load: %s\n", flags.status().ToString().c_str());
     return 2;
@@ -289,7 +337,23 @@ int Main(int argc, char** argv) {
   }
   double deadline_s = 120;
   absl::SimpleAtod(flags->Get("deadline-s", "120"), &deadline_s);
-  const Workload w{stub.get(), new_tokens, image_size, distinct, deadline_s};
+  Workload w{stub.get(), new_tokens, image_size, distinct, deadline_s, {}};
+  if (flags->Has("priorities")) {
+    double total = 0;
+    for (absl::string_view item : absl::StrSplit(flags->Get("priorities", ""), ',')) {
+      const std::vector<std::string> parts = absl::StrSplit(item, ':');
+      int priority = 0;
+      double share = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &priority) || !absl::SimpleAtod(parts[1], &share) ||
+          share <= 0) {
+        std::fprintf(stderr, "grpc_load: --priorities wants PRIORITY:SHARE,... (e.g. 0:0.05,5:0.95)\n");
+        return 2;
+      }
+      w.priorities.emplace_back(priority, share);
+      total += share;
+    }
+    for (auto& [priority, share] : w.priorities) share /= total;
+  }
   int level_index = 0;
   std::printf("%-6s %8s %8s %6s %10s %10s %8s %8s %8s %8s %8s %8s\n", "mode", "level", "calls", "errors", "req/s",
               "tokens/s", "ttft50", "ttft90", "ttft99", "itl50", "itl90", "itl99");

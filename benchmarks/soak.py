@@ -5,12 +5,15 @@ Starts the server on the tiny OPT model with the tiny retrieval model beside it 
 then runs CLIENTS threads for MINUTES, each picking at random: greedy captions, sampled streams,
 beams, batches (with a bad item), register -> caption -> release flows on shared images, Match and
 Embed, streams cancelled after two messages, calls with a 5 ms deadline, slow readers, bad inputs
-(garbage images, bad options, unknown ids) and HTTP chat calls (plain, streamed, bad JSON).
+(garbage images, bad options, unknown ids), HTTP chat calls (plain, streamed, bad JSON) and bursts
+of 40 calls at mixed priorities (2% of picks; the server runs with limits.max_queue_wait_ms, so bursts are
+refused or shed in part: RESOURCE_EXHAUSTED is allowed everywhere).
 Every call must end with one status from the set its scenario allows. A warm-up at full load
 (10% of the run, 10 to 60 s) comes first; the idle values are taken after it. Every 10 s it records the
 server's RSS, threads and open file descriptors; at the end, once idle, KV blocks in use, registered
-images, calls in flight, threads and descriptors must be back at their idle values, and RSS growth
-after warm-up must stay under 1% per 10 minutes. Prints PASS/FAIL lines and writes a JSON report.
+images, calls in flight, the admission queue, our threads (blip2-*) and descriptors must be back at
+their idle values, all threads within the warm-up's peak (gRPC's own pools grow on demand to a
+bound; a leak would pass it), and RSS growth after warm-up must stay under 1% per 10 minutes. Prints PASS/FAIL lines and writes a JSON report.
 
 Usage: benchmarks/soak.py [--minutes 30] [--clients 12] [--build build] [--out benchmarks/results/soak_cpu.json]
 """
@@ -55,6 +58,7 @@ server = subprocess.Popen([os.path.join(args.build, "server", "blip2"), "serve",
                            os.path.join(ROOT, "configs", "tiny-opt-cpu.textproto"),
                            "--retrieval_model_dir", os.path.join(ROOT, "tests", "fixtures", "blip2-tiny-itm"),
                            "--port", "0", "--metrics_port", "0", "--http_port", "0", "--port_file", ports_file,
+                           "--limits.max_queue_wait_ms", "100",
                            "--log_level", "warn"], cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=open(os.path.join(tmp, "server.log"), "w"))
 atexit.register(lambda: server.poll() is None and server.kill())  # never leave it behind
@@ -84,6 +88,10 @@ def thread_names():
     return names
 
 
+def own_threads(names):
+    return sum(n for name, n in names.items() if name.startswith("blip2"))
+
+
 def process_sample():
     status = open(f"/proc/{server.pid}/status").read()
     rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
@@ -102,7 +110,8 @@ def img(name=None):
 
 
 def caption_greedy():
-    stub.Caption(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=random.randint(1, 24))), timeout=60)
+    stub.Caption(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=random.randint(1, 24)),
+                                   priority=random.randint(0, 3)), timeout=60)
 
 
 def stream_sampled():
@@ -166,6 +175,23 @@ def bad_input():
         stub.Caption(pb.CaptionRequest(image=pb.Image(image_id="00000000deadbeef")), timeout=60)
 
 
+def burst():
+    """40 calls at once at mixed priorities: some are refused or shed; each must end once."""
+    calls = [stub.Caption.future(pb.CaptionRequest(image=img(), options=opts(max_new_tokens=random.randint(1, 16)),
+                                                   priority=random.choice([0, 2, 5])), timeout=60)
+             for _ in range(40)]
+    codes = set()
+    for c in calls:
+        try:
+            c.result()
+            codes.add("OK")
+        except grpc.RpcError as e:
+            codes.add(e.code().name)
+    bad = codes - {"OK", "RESOURCE_EXHAUSTED"}
+    assert not bad, bad
+    return "OK" if "OK" in codes else "RESOURCE_EXHAUSTED"
+
+
 def http_chat():
     url = "data:image/jpeg;base64," + base64.b64encode(images["chelsea.jpg"]).decode()
     kind = random.randint(0, 2)
@@ -194,7 +220,8 @@ SCENARIOS = {  # name -> (function, allowed outcomes)
     "deadline_5ms": (short_deadline, {"OK", "DEADLINE_EXCEEDED"}),
     "slow_reader": (slow_reader, {"OK"}),
     "bad_input": (bad_input, {"INVALID_ARGUMENT", "NOT_FOUND"}),
-    "http_chat": (http_chat, {"HTTP 200", "HTTP 400"}),
+    "http_chat": (http_chat, {"HTTP 200", "HTTP 400", "HTTP 429"}),  # 429: RESOURCE_EXHAUSTED
+    "burst_40_mixed_priorities": (burst, {"OK"}),
 }
 # RESOURCE_EXHAUSTED is a clean refusal under load, allowed everywhere.
 counts = {name: {} for name in SCENARIOS}
@@ -219,8 +246,9 @@ def run_one(name):
 
 
 def client(stop_at):
-    while time.time() < stop_at:
-        run_one(random.choice(list(SCENARIOS)))
+    common = [name for name in SCENARIOS if not name.startswith("burst")]
+    while time.time() < stop_at:  # a burst now and then; it refuses many calls of everyone else
+        run_one("burst_40_mixed_priorities" if random.random() < 0.02 else random.choice(common))
 
 
 # --- run -------------------------------------------------------------------------------------
@@ -232,6 +260,11 @@ for name in SCENARIOS:  # every path once
 warmers = [threading.Thread(target=client, args=(time.time() + warm_up_s,)) for _ in range(args.clients)]
 for t in warmers:
     t.start()
+warm_peak_threads = 0
+start = time.time()  # (restarted below for the measured run)
+while any(t.is_alive() for t in warmers):
+    warm_peak_threads = max(warm_peak_threads, process_sample()["threads"])
+    time.sleep(1)
 for t in warmers:
     t.join()
 counts = {name: {} for name in SCENARIOS}  # the warm-up's calls are not the soak's
@@ -259,9 +292,11 @@ ended = time.time()
 while True:
     idle_after = process_sample()
     idle_after.update(kv=metric("blip2_kv_cache_blocks_used"), registered=metric("blip2_registered_images"),
-                      in_flight=metric("blip2_calls_in_flight"), registrations=metric("blip2_image_registrations"))
+                      in_flight=metric("blip2_calls_in_flight"), registrations=metric("blip2_image_registrations"),
+                      queued=metric("blip2_admission_queue_requests"), shed=metric("blip2_requests_shed_total"))
     settled = (idle_after["kv"] == 0 and idle_after["registered"] == 0 and idle_after["in_flight"] == 0 and
-               idle_after["threads"] <= idle_before["threads"] and idle_after["fds"] <= idle_before["fds"])
+               idle_after["queued"] == 0 and idle_after["threads"] <= idle_before["threads"] and
+               idle_after["fds"] <= idle_before["fds"])
     if settled or time.time() - ended > 120:
         break
     time.sleep(1)
@@ -284,7 +319,9 @@ checks = {
     "KV blocks back to 0": idle_after["kv"] == 0,
     "registered images back to 0": idle_after["registered"] == 0 and idle_after["registrations"] == 0,
     "no call in flight": idle_after["in_flight"] == 0,
-    "threads back to idle": idle_after["threads"] <= idle_before["threads"],
+    "admission queue back to 0": idle_after["queued"] == 0,
+    "our threads (blip2-*) back to idle": own_threads(idle_after["thread_names"]) <= own_threads(idle_before["thread_names"]),
+    "all threads within the warm-up's peak": max([idle_after["threads"]] + [s["threads"] for s in samples]) <= warm_peak_threads,
     "open descriptors back to idle": idle_after["fds"] <= idle_before["fds"],
     "RSS growth after warm-up under 1% per 10 minutes": growth_pct_per_10min < 1.0,
     "the server drained and exited 0": server_rc == 0,
@@ -293,12 +330,13 @@ for name, ok in checks.items():
     print(("PASS " if ok else "FAIL ") + name)
 print(f"{total_calls} calls in {args.minutes:g} min by {args.clients} clients; RSS {samples[0]['rss_mb'] if samples else 0} -> "
       f"{idle_after['rss_mb']} MB, growth after warm-up {growth_pct_per_10min:.2f}% per 10 min; threads "
-      f"{idle_before['threads']} -> {idle_after['threads']}, fds {idle_before['fds']} -> {idle_after['fds']} "
+      f"{idle_before['threads']} -> {idle_after['threads']} (warm-up peak {warm_peak_threads}), fds {idle_before['fds']} -> {idle_after['fds']} "
       f"(idle again {idle_after['settled_after_s']} s after the last call)")
 for f in failures[:20]:
     print("  " + f)
 report = {"benchmark": "soak", "minutes": args.minutes, "clients": args.clients, "calls": total_calls,
           "outcomes": counts, "failures": failures[:100], "idle_before": idle_before, "idle_after": idle_after,
+          "warm_up_peak_threads": warm_peak_threads,
           "rss_growth_pct_per_10min_after_warmup": growth_pct_per_10min, "samples": samples, "checks": checks}
 os.makedirs(os.path.dirname(args.out), exist_ok=True)
 json.dump(report, open(args.out, "w"), indent=1)

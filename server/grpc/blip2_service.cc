@@ -38,15 +38,24 @@ grpc::Status CallStatus(const absl::StatusOr<v1::Completion>& result, const Call
   return result.ok() ? grpc::Status::OK : ToGrpcStatus(result.status());
 }
 
+// A generation call's requests enter the admission queue once every other
+// check (`admitted`) passed.
+absl::StatusOr<std::vector<AdmissionQueue::Ticket>> EnterQueue(ServiceCore* core, const absl::Status& admitted,
+                                                               int priority, int count) {
+  if (!admitted.ok()) return admitted;
+  return core->EnterQueue(priority, count);
+}
+
 // Generate: token deltas as they come, then the completion.
 class GenerateCall final : public StreamReactor<v1::GenerateResponse> {
  public:
   GenerateCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const v1::GenerateRequest& request)
       : StreamReactor(&core->writer), record_(core, ctx, "Generate") {
-    absl::Status admitted = record_.Admit(/*model_call=*/true);
+    absl::Status admitted = record_.Admit(CallKind::kGeneration);
     if (admitted.ok()) admitted = record_.CheckSize(request);
-    if (!admitted.ok()) {
-      End(ToGrpcStatus(admitted), 0);
+    auto tickets = EnterQueue(core, admitted, request.priority(), 1);
+    if (!tickets.ok()) {
+      End(ToGrpcStatus(tickets.status()), 0);
       return;
     }
     JobCallbacks callbacks;
@@ -73,7 +82,7 @@ class GenerateCall final : public StreamReactor<v1::GenerateResponse> {
     };
     job_ = EngineJob::Start(core, MakeInput(record_, request.image(), request.prompt(), request.options(),
                                             request.priority()),
-                            std::move(callbacks), record_.start(), record_.id());
+                            std::move(callbacks), record_.start(), record_.id(), tickets->front());
   }
 
   void OnCancel() override {
@@ -105,11 +114,12 @@ class CompletionCall final : public grpc::ServerUnaryReactor {
                  const google::protobuf::Message& request, absl::Status invalid, JobInput input,
                  v1::Completion* response)
       : record_(core, ctx, rpc), response_(response) {
-    absl::Status admitted = record_.Admit(/*model_call=*/true);
+    absl::Status admitted = record_.Admit(CallKind::kGeneration);
     if (admitted.ok()) admitted = record_.CheckSize(request);
     if (admitted.ok()) admitted = invalid;
-    if (!admitted.ok()) {
-      End(ToGrpcStatus(admitted), 0);
+    auto tickets = EnterQueue(core, admitted, input.priority, 1);
+    if (!tickets.ok()) {
+      End(ToGrpcStatus(tickets.status()), 0);
       return;
     }
     input.deadline = record_.deadline();
@@ -120,7 +130,8 @@ class CompletionCall final : public grpc::ServerUnaryReactor {
       if (status.ok()) *response_ = std::move(*result);
       End(status, tokens);
     };
-    job_ = EngineJob::Start(core, std::move(input), std::move(callbacks), record_.start(), record_.id());
+    job_ = EngineJob::Start(core, std::move(input), std::move(callbacks), record_.start(), record_.id(),
+                            tickets->front());
   }
 
   void OnCancel() override {
@@ -145,15 +156,16 @@ class BatchCall final : public StreamReactor<v1::BatchItemResult> {
  public:
   BatchCall(ServiceCore* core, grpc::CallbackServerContext* ctx, const v1::GenerateBatchRequest& request)
       : StreamReactor(&core->writer), record_(core, ctx, "GenerateBatch") {
-    absl::Status admitted = record_.Admit(/*model_call=*/true);
+    absl::Status admitted = record_.Admit(CallKind::kGeneration);
     if (admitted.ok()) admitted = record_.CheckSize(request);
     const int64_t max_items = core->cfg.limits().max_batch_items();
     if (admitted.ok() && (request.items_size() == 0 || request.items_size() > max_items)) {
       admitted = absl::InvalidArgumentError(absl::StrCat("items: ", request.items_size(), " items; give 1 to ",
                                                          max_items, " (max_batch_items)"));
     }
-    if (!admitted.ok()) {
-      End(ToGrpcStatus(admitted));
+    auto tickets = EnterQueue(core, admitted, request.priority(), request.items_size());
+    if (!tickets.ok()) {
+      End(ToGrpcStatus(tickets.status()));
       return;
     }
     remaining_ = request.items_size();
@@ -177,7 +189,7 @@ class BatchCall final : public StreamReactor<v1::BatchItemResult> {
                                        MakeInput(record_, item.image(), item.prompt(), request.options(),
                                                  request.priority()),
                                        std::move(callbacks), record_.start(),
-                                       absl::StrCat(record_.id(), "/", i)));
+                                       absl::StrCat(record_.id(), "/", i), (*tickets)[i]));
     }
   }
 
@@ -209,7 +221,7 @@ class RegisterCall final : public grpc::ServerUnaryReactor, public engine::Reque
     auto call = std::shared_ptr<RegisterCall>(new RegisterCall(core, ctx, response));
     call->self_ = call;
     *reactor = call.get();
-    absl::Status admitted = call->record_.Admit(/*model_call=*/true);
+    absl::Status admitted = call->record_.Admit(CallKind::kModel);
     if (admitted.ok()) admitted = call->record_.CheckSize(request);
     if (admitted.ok() && request.data().empty()) admitted = absl::InvalidArgumentError("data is empty");
     if (!admitted.ok()) return call->End(admitted);
@@ -307,7 +319,7 @@ grpc::ServerUnaryReactor* Blip2Service::ReleaseImage(grpc::CallbackServerContext
                                                      const v1::ReleaseImageRequest* request,
                                                      v1::ReleaseImageResponse* response) {
   CallRecord record(&core_, ctx, "ReleaseImage");
-  absl::Status status = record.Admit(/*model_call=*/false);
+  absl::Status status = record.Admit(CallKind::kInfo);
   absl::StatusOr<uint64_t> key = ParseImageId(request->image_id());
   if (status.ok()) status = key.status();
   if (status.ok()) status = core_.engine->ReleaseImage(*key);
@@ -324,7 +336,7 @@ grpc::ServerUnaryReactor* Blip2Service::GetModelInfo(grpc::CallbackServerContext
                                                      const v1::GetModelInfoRequest* request,
                                                      v1::ModelInfo* response) {
   CallRecord record(&core_, ctx, "GetModelInfo");
-  const absl::Status status = record.Admit(/*model_call=*/false);
+  const absl::Status status = record.Admit(CallKind::kInfo);
   if (status.ok()) *response = DescribeModel(*core_.engine, core_.retrieval, core_.cfg);
   record.Finished(ToGrpcStatus(status));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -384,6 +396,7 @@ v1::ModelInfo DescribeModel(const engine::Engine& engine, const engine::Engine* 
   l->set_max_stop_strings(c.max_stop_strings());
   l->set_max_concurrent_streams(c.max_concurrent_streams());
   l->set_max_queued_requests(c.max_queued_requests());
+  l->set_max_queue_wait_ms(c.max_queue_wait_ms());
   l->set_max_batch_items(c.max_batch_items());
   l->set_max_registered_images(c.max_registered_images());
   l->set_registration_ttl_seconds(c.registration_ttl_seconds());

@@ -14,6 +14,11 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
+absl::Status ShedStatus() {
+  return absl::ResourceExhaustedError("shed: more urgent requests (a lower priority value) took its place in the "
+                                      "queue; retry later");
+}
+
 }  // namespace
 
 absl::Status ResolveImage(const ServiceCore& core, const engine::Engine& engine, const v1::Image& image,
@@ -36,19 +41,22 @@ absl::Status ResolveImage(const ServiceCore& core, const engine::Engine& engine,
 }
 
 std::shared_ptr<EngineJob> EngineJob::Start(ServiceCore* core, JobInput input, JobCallbacks callbacks,
-                                            Clock::time_point call_start, std::string request_id) {
+                                            Clock::time_point call_start, std::string request_id,
+                                            AdmissionQueue::Ticket ticket) {
   std::shared_ptr<EngineJob> job(
-      new EngineJob(core, std::move(input), std::move(callbacks), call_start, std::move(request_id)));
+      new EngineJob(core, std::move(input), std::move(callbacks), call_start, std::move(request_id), ticket));
+  const bool still_queued = core->queue.OnShed(ticket, [weak = std::weak_ptr<EngineJob>(job)] {
+    if (auto j = weak.lock()) j->Shed();
+  });
+  if (!still_queued) job->Shed();  // pushed out before it got here; Prepare ends it
   core->pool.Post([job] { job->Prepare(); });
   return job;
 }
 
 EngineJob::EngineJob(ServiceCore* core, JobInput input, JobCallbacks callbacks, Clock::time_point call_start,
-                     std::string request_id)
+                     std::string request_id, AdmissionQueue::Ticket ticket)
     : core_(core), input_(std::move(input)), callbacks_(std::move(callbacks)), call_start_(call_start),
-      request_id_(std::move(request_id)) {
-  core_->metrics->admission_queue.Set({}, static_cast<double>(++core_->queued));
-}
+      request_id_(std::move(request_id)), ticket_(ticket) {}
 
 absl::StatusOr<engine::EngineRequest> EngineJob::BuildRequest() const {
   engine::EngineRequest request;
@@ -72,6 +80,7 @@ void EngineJob::Prepare() {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled = cancelled_;
   }
+  if (shed()) return Done(ShedStatus());
   if (cancelled) return Done(absl::CancelledError("cancelled before it started"));
   auto request = BuildRequest();
   if (!request.ok()) return Done(request.status());
@@ -96,15 +105,23 @@ void EngineJob::Cancel() {
   if (engine_id_) core_->engine->Cancel(*engine_id_);
 }
 
-void EngineJob::LeaveQueue() {
-  if (in_queue_.exchange(false)) core_->metrics->admission_queue.Set({}, static_cast<double>(--core_->queued));
+void EngineJob::Shed() {
+  QueueState queued = kQueued;
+  if (queue_state_.compare_exchange_strong(queued, kShed)) Cancel();  // else it started first: keep it
+}
+
+bool EngineJob::LeaveQueue(bool started) {
+  QueueState queued = kQueued;
+  if (queue_state_.compare_exchange_strong(queued, kLeft)) core_->LeaveQueue(ticket_, started);
+  return queued != kShed;
 }
 
 void EngineJob::OnToken(int64_t token, const engine::TokenLogprob* logprob) {
+  if (shed()) return;  // its call ends RESOURCE_EXHAUSTED; no partial output
   const Clock::time_point now = Clock::now();
   if (!saw_token_) {
     saw_token_ = true;
-    LeaveQueue();
+    if (!LeaveQueue(/*started=*/true)) return;  // shed just now
     core_->metrics->time_to_first_token.Observe({}, Seconds(call_start_, now));
   } else {
     core_->metrics->inter_token_latency.Observe({}, Seconds(last_token_, now));
@@ -114,10 +131,12 @@ void EngineJob::OnToken(int64_t token, const engine::TokenLogprob* logprob) {
 }
 
 void EngineJob::OnText(const std::string& text) {
+  if (shed()) return;
   if (callbacks_.on_text) callbacks_.on_text(text);
 }
 
 void EngineJob::OnFinished(const engine::CaptionResult& result, const engine::Usage& usage) {
+  if (shed()) return Done(ShedStatus());
   v1::Completion completion;
   FillCompletion(result, usage, core_->engine->spec().processor_num_query_tokens, offset_ms_, &completion);
   core_->metrics->queue_time.Observe({}, completion.usage().queue_ms() / 1000);
@@ -128,12 +147,16 @@ void EngineJob::OnFinished(const engine::CaptionResult& result, const engine::Us
 }
 
 void EngineJob::OnError(const absl::Status& status) {
+  if (shed()) return Done(ShedStatus());
   spdlog::debug("[{}] engine: {}", request_id_, status.ToString());
   Done(status);
 }
 
 void EngineJob::Done(absl::StatusOr<v1::Completion> result) {
-  LeaveQueue();
+  // Started: it reached the model and was not cancelled (cancels and errors
+  // say nothing about the server's pace).
+  LeaveQueue(result.ok() && !(result->sequences_size() > 0 &&
+                              result->sequences(0).finish_reason() == v1::FINISH_REASON_CANCELLED));
   auto on_done = std::move(callbacks_.on_done);
   callbacks_ = {};  // nothing runs after the terminal callback
   on_done(std::move(result));

@@ -40,9 +40,13 @@ struct JobCallbacks {
 
 class EngineJob : public engine::RequestSink, public std::enable_shared_from_this<EngineJob> {
  public:
-  // Queues the preparation; callbacks may run before this returns.
+  // Queues the preparation; callbacks may run before this returns. `ticket`:
+  // the job's place in the admission queue (ServiceCore::EnterQueue), which
+  // it leaves at its first token or its end; if the queue sheds it first, it
+  // ends with RESOURCE_EXHAUSTED.
   static std::shared_ptr<EngineJob> Start(ServiceCore* core, JobInput input, JobCallbacks callbacks,
-                                          Clock::time_point call_start, std::string request_id);
+                                          Clock::time_point call_start, std::string request_id,
+                                          AdmissionQueue::Ticket ticket);
   // Ends the job soon (before or after it reached the engine): on_done then
   // gets a completion whose finish reason is CANCELLED, or an error.
   void Cancel();
@@ -54,11 +58,15 @@ class EngineJob : public engine::RequestSink, public std::enable_shared_from_thi
 
  private:
   EngineJob(ServiceCore* core, JobInput input, JobCallbacks callbacks, Clock::time_point call_start,
-            std::string request_id);
+            std::string request_id, AdmissionQueue::Ticket ticket);
+  // A more urgent request took this one's place in the queue: end it soon
+  // with RESOURCE_EXHAUSTED (any thread).
+  void Shed();
   void Prepare();  // pool thread
   absl::StatusOr<engine::EngineRequest> BuildRequest() const;
   void Done(absl::StatusOr<v1::Completion> result);
-  void LeaveQueue();
+  // Out of the admission queue (once); false when it was shed.
+  bool LeaveQueue(bool started);
 
   ServiceCore* core_;
   JobInput input_;
@@ -68,7 +76,13 @@ class EngineJob : public engine::RequestSink, public std::enable_shared_from_thi
   double offset_ms_ = 0;  // call start -> submission
   Clock::time_point last_token_;
   bool saw_token_ = false;  // engine thread only
-  std::atomic<bool> in_queue_{true};
+  const AdmissionQueue::Ticket ticket_;
+  // In the admission queue, out of it (first token or end), or shed (its
+  // tokens go nowhere; it ends RESOURCE_EXHAUSTED). Leaving and shedding race:
+  // whichever moves it out of kQueued first wins.
+  enum QueueState { kQueued, kLeft, kShed };
+  std::atomic<QueueState> queue_state_{kQueued};
+  bool shed() const { return queue_state_.load() == kShed; }
 
   std::mutex mu_;  // guards the two below
   bool cancelled_ = false;

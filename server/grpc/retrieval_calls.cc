@@ -67,7 +67,7 @@ class RetrievalCall final : public grpc::ServerUnaryReactor {
                                          const google::protobuf::Message& request, RetrievalBuild build, Fill fill) {
     auto call = std::shared_ptr<RetrievalCall>(new RetrievalCall(core, ctx, rpc));
     call->self_ = call;
-    absl::Status admitted = call->record_.Admit(/*model_call=*/true);
+    absl::Status admitted = call->record_.Admit(CallKind::kModel);
     if (admitted.ok()) admitted = call->record_.CheckSize(request);
     if (admitted.ok()) admitted = RetrievalAvailable(*core, rpc);
     if (!admitted.ok()) {

@@ -177,6 +177,7 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   if (l.max_stop_strings() < 0) return absl::InvalidArgumentError("limits.max_stop_strings must not be negative");
   RETURN_IF_ERROR(Positive(l.max_concurrent_streams(), "limits.max_concurrent_streams"));
   RETURN_IF_ERROR(Positive(l.max_queued_requests(), "limits.max_queued_requests"));
+  if (l.max_queue_wait_ms() < 0) return absl::InvalidArgumentError("limits.max_queue_wait_ms must not be negative");
   RETURN_IF_ERROR(Positive(l.max_batch_items(), "limits.max_batch_items"));
   RETURN_IF_ERROR(Positive(l.max_registered_images(), "limits.max_registered_images"));
   RETURN_IF_ERROR(Positive(l.max_registration_ttl_seconds(), "limits.max_registration_ttl_seconds"));

@@ -25,7 +25,11 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
                                        kLatencyBounds)),
       calls_in_flight(registry.Gauge("blip2_calls_in_flight", "Model calls admitted and not yet finished.")),
       admission_queue(registry.Gauge("blip2_admission_queue_requests",
-                                     "Requests admitted that have not produced a token yet.")) {
+                                     "Requests admitted that have not produced a token yet.")),
+      requests_shed(registry.Counter("blip2_requests_shed_total",
+                                     "Queued requests pushed out (RESOURCE_EXHAUSTED) by more urgent ones.")),
+      admission_drain_rate(registry.Gauge("blip2_admission_drain_rate",
+                                          "Requests per second starting while others wait (0 until measured).")) {
   ScalarFamily& running = registry.Gauge("blip2_requests_running", "Requests generating in the engine.");
   ScalarFamily& waiting = registry.Gauge("blip2_requests_waiting", "Requests waiting in the engine (image or KV).");
   ScalarFamily& kv_used = registry.Gauge("blip2_kv_cache_blocks_used", "KV cache blocks held by requests.");

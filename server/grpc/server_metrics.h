@@ -22,6 +22,8 @@ struct ServerMetrics {
   Histogram& queue_time;           // seconds, receiving the call -> generation starts
   ScalarFamily& calls_in_flight;   // model calls admitted and not finished
   ScalarFamily& admission_queue;   // engine requests admitted and not yet generating
+  ScalarFamily& requests_shed;     // queued requests pushed out by more urgent ones
+  ScalarFamily& admission_drain_rate;  // requests/s the queue drains at (0: not measured yet)
 };
 
 }  // namespace blip2::server

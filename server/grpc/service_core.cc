@@ -23,12 +23,14 @@ absl::Status ServiceCore::Authenticate(absl::string_view authorization) const {
   return keys == nullptr ? absl::OkStatus() : keys->Check(authorization);
 }
 
-absl::Status ServiceCore::Admit(bool model_call, bool* held) {
+absl::Status ServiceCore::Admit(CallKind kind, bool* held) {
   *held = false;
   if (draining.load()) return absl::UnavailableError("the server is shutting down; retry on another replica");
-  if (!model_call) return absl::OkStatus();
+  if (kind == CallKind::kInfo) return absl::OkStatus();
   const config::Limits& limits = cfg.limits();
-  if (queued.load() >= limits.max_queued_requests()) {
+  // Retrieval and registrations do not queue as requests, but they share
+  // the engine: a full queue refuses them too.
+  if (kind == CallKind::kModel && queue.size() >= limits.max_queued_requests()) {
     return absl::ResourceExhaustedError(absl::StrCat("too many queued requests (max_queued_requests ",
                                                      limits.max_queued_requests(), "); retry later"));
   }
@@ -42,18 +44,32 @@ absl::Status ServiceCore::Admit(bool model_call, bool* held) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<AdmissionQueue::Ticket>> ServiceCore::EnterQueue(int priority, int count) {
+  ASSIGN_OR_RETURN(AdmissionQueue::Admitted admitted, queue.Enter(priority, count));
+  for (auto& shed : admitted.shed) shed();
+  if (!admitted.shed.empty()) metrics->requests_shed.Add({}, static_cast<double>(admitted.shed.size()));
+  metrics->admission_queue.Set({}, static_cast<double>(queue.size()));
+  metrics->admission_drain_rate.Set({}, queue.drain_rate());
+  return std::move(admitted.tickets);
+}
+
+void ServiceCore::LeaveQueue(AdmissionQueue::Ticket ticket, bool started) {
+  queue.Leave(ticket, started, Clock::now());
+  metrics->admission_queue.Set({}, static_cast<double>(queue.size()));
+}
+
 void ServiceCore::Leave() { metrics->calls_in_flight.Set({}, static_cast<double>(--in_flight)); }
 
 CallRecord::~CallRecord() {
   if (admitted_) core_->Leave();
 }
 
-absl::Status CallRecord::Admit(bool model_call) {
+absl::Status CallRecord::Admit(CallKind kind) {
   const auto& metadata = ctx_->client_metadata();
   const auto given = metadata.find("authorization");
   RETURN_IF_ERROR(core_->Authenticate(
       given == metadata.end() ? absl::string_view() : absl::string_view(given->second.data(), given->second.size())));
-  return core_->Admit(model_call, &admitted_);
+  return core_->Admit(kind, &admitted_);
 }
 
 absl::Status CallRecord::CheckSize(const google::protobuf::Message& request) const {

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "common/thread_pool.h"
+#include "server/grpc/admission_queue.h"
 #include "engine/runtime/engine.h"
 #include "server/grpc/server_metrics.h"
 #include "server/security/api_keys.h"
@@ -19,6 +20,14 @@
 namespace blip2::server {
 
 using Clock = std::chrono::steady_clock;
+
+// What admission checks for a call.
+enum class CallKind {
+  kInfo,        // GetModelInfo, ReleaseImage, /v1/models: refused only while draining
+  kModel,       // Match, Embed, RegisterImage: also max_concurrent_streams and a full queue
+  kGeneration,  // Generate, Caption, Answer, GenerateBatch, chat: max_concurrent_streams;
+                // its requests then enter the admission queue (EnterQueue)
+};
 
 struct ServiceCore {
   ServiceCore(engine::Engine* engine, engine::Engine* retrieval, const config::ServerConfig& cfg,
@@ -29,7 +38,9 @@ struct ServiceCore {
         metrics(metrics),
         keys(keys),
         pool(cfg.preprocess_threads(), "blip2-decode"),
-        writer(1, "blip2-writer") {}
+        writer(1, "blip2-writer"),
+        queue(AdmissionQueue::Options{cfg.limits().max_queued_requests(),
+                                      std::chrono::milliseconds(cfg.limits().max_queue_wait_ms())}) {}
 
   engine::Engine* engine;     // model_dir's: generation, RegisterImage
   engine::Engine* retrieval;  // the handle serving Match and Embed (model_dir's, or retrieval_model_dir's on the same engine thread), or null
@@ -40,15 +51,21 @@ struct ServiceCore {
   common::ThreadPool writer;  // starts stream writes, off the engine thread
   std::atomic<bool> draining{false};
   std::atomic<int64_t> in_flight{0};  // admitted model calls
-  std::atomic<int64_t> queued{0};     // engine requests admitted, no token yet
+  AdmissionQueue queue;               // engine requests admitted, no token yet
   std::atomic<int64_t> next_request{1};
 
   // Admission, the same for every front (gRPC calls, HTTP requests):
-  // UNAVAILABLE while draining; for model calls RESOURCE_EXHAUSTED at
-  // max_concurrent_streams or max_queued_requests. When `*held` comes back
-  // true the call holds an in-flight slot (even when refused): Leave() it.
-  absl::Status Admit(bool model_call, bool* held);
+  // UNAVAILABLE while draining; then by `kind` (above) RESOURCE_EXHAUSTED.
+  // When `*held` comes back true the call holds an in-flight slot (even when
+  // refused): Leave() it.
+  absl::Status Admit(CallKind kind, bool* held);
   void Leave();
+  // A generation call's `count` requests of `priority` enter the admission
+  // queue (all or none; RESOURCE_EXHAUSTED when they do not fit, see
+  // admission_queue.h); less urgent requests it pushes out are shed here.
+  absl::StatusOr<std::vector<AdmissionQueue::Ticket>> EnterQueue(int priority, int count);
+  // A request left the queue (see AdmissionQueue::Leave).
+  void LeaveQueue(AdmissionQueue::Ticket ticket, bool started);
   // OK, or UNAUTHENTICATED when the server has API keys and `authorization`
   // (the header's or the metadata's value) is not "Bearer <a key>".
   absl::Status Authenticate(absl::string_view authorization) const;
@@ -61,10 +78,9 @@ class CallRecord {
   CallRecord(ServiceCore* core, grpc::CallbackServerContext* ctx, const char* rpc);
   ~CallRecord();  // releases the admission
 
-  // UNAUTHENTICATED without a valid API key (when the server has keys),
-  // UNAVAILABLE while draining; for model calls (`model_call`) also
-  // RESOURCE_EXHAUSTED at max_concurrent_streams or max_queued_requests.
-  absl::Status Admit(bool model_call);
+  // UNAUTHENTICATED without a valid API key (when the server has keys), then
+  // ServiceCore::Admit's checks for `kind`.
+  absl::Status Admit(CallKind kind);
   // INVALID_ARGUMENT when the request is larger than max_message_bytes.
   absl::Status CheckSize(const google::protobuf::Message& request) const;
   // Once, with the status the call ends with: metrics and the access-log line.

@@ -149,7 +149,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (path == "/v1/models") {
       if (request_.method() != http::verb::get) return Fail(absl::InvalidArgumentError("use GET on /v1/models"));
       bool held = false;  // not a model call: only refused while draining, as GetModelInfo is
-      if (const absl::Status admitted = core_->Admit(/*model_call=*/false, &held); !admitted.ok()) return Fail(admitted);
+      if (const absl::Status admitted = core_->Admit(CallKind::kInfo, &held); !admitted.ok()) return Fail(admitted);
       std::vector<std::string> models;
       for (const std::string& m : {site_->model, site_->retrieval_model}) {
         if (!m.empty() && std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
@@ -180,7 +180,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!request.ok()) return Fail(request.status());
     if (absl::Status s = RetrievalAvailable(*core_, kEmbeddingsPath); !s.ok()) return Fail(s);
     if (absl::Status s = CheckModel(request->model, site_->retrieval_model, kEmbeddingsPath); !s.ok()) return Fail(s);
-    const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
+    const absl::Status admitted = core_->Admit(CallKind::kModel, &held_);
     if (!admitted.ok()) {
       ReleaseSlot();
       return Fail(admitted);
@@ -223,24 +223,32 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       if (!url.ok()) return Fail(url.status());
       remote = std::move(*url);
     }
-    const absl::Status admitted = core_->Admit(/*model_call=*/true, &held_);
+    const absl::Status admitted = core_->Admit(CallKind::kGeneration, &held_);
     if (!admitted.ok()) {
       ReleaseSlot();  // refused at max_concurrent_streams after taking one
       return Fail(admitted);
     }
+    // The OpenAI API has no priority: chat requests queue at 0.
+    auto tickets = core_->EnterQueue(/*priority=*/0, 1);
+    if (!tickets.ok()) {
+      ReleaseSlot();
+      return Fail(tickets.status());
+    }
+    const AdmissionQueue::Ticket ticket = tickets->front();
     id_ = absl::StrCat("chatcmpl-", core_->next_request.fetch_add(1));
-    if (!remote) return StartJob(std::move(*chat), std::move(bytes));
+    if (!remote) return StartJob(std::move(*chat), std::move(bytes), ticket);
     FetchImage(beast::get_lowest_layer(stream_).get_executor(), *remote, site_->image_urls, site_->fetch_tls, field,
-               [self = shared_from_this(), chat = std::move(*chat)](absl::StatusOr<std::string> fetched) mutable {
+               [self = shared_from_this(), chat = std::move(*chat), ticket](absl::StatusOr<std::string> fetched) mutable {
                  if (!fetched.ok()) {
+                   self->core_->LeaveQueue(ticket, /*started=*/false);
                    self->ReleaseSlot();
                    return self->Fail(fetched.status());
                  }
-                 self->StartJob(std::move(chat), std::move(*fetched));
+                 self->StartJob(std::move(chat), std::move(*fetched), ticket);
                });
   }
 
-  void StartJob(ChatRequest chat, std::string image_bytes) {
+  void StartJob(ChatRequest chat, std::string image_bytes, AdmissionQueue::Ticket ticket) {
     stream_mode_ = chat.stream;
     include_usage_ = chat.include_usage;
     // Several sequences (n, beams) arrive whole at the end; one streams.
@@ -273,7 +281,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     callbacks.on_done = [self](absl::StatusOr<v1::Completion> result) {
       net::post(self->stream_.get_executor(), [self, result = std::move(result)] { self->Done(result); });
     };
-    job_ = EngineJob::Start(core_, std::move(input), std::move(callbacks), start_, id_);
+    job_ = EngineJob::Start(core_, std::move(input), std::move(callbacks), start_, id_, ticket);
     WatchForHangUp();
   }
 

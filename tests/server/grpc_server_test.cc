@@ -229,6 +229,68 @@ TEST_CASE("Overload gets RESOURCE_EXHAUSTED while admitted requests complete") {
     CHECK(waited.status.ok());
     CHECK(waited.ended_final);
   }
+  SECTION("priorities: a more urgent request pushes out the least urgent, newest waiting one and runs first") {
+    config::ServerConfig cfg = TestConfig(LongContextModelDir());
+    cfg.mutable_batching()->set_max_num_seqs(1);
+    cfg.mutable_limits()->set_max_queued_requests(2);
+    TestServer server(cfg);
+    grpc::ClientContext running_ctx;
+    auto running = server.stub().Generate(&running_ctx, LongRequest(900));
+    v1::GenerateResponse message;
+    REQUIRE(running->Read(&message));
+    auto with_priority = [](int priority, int tokens = 5) {
+      v1::GenerateRequest request = LongRequest(tokens);
+      request.set_priority(priority);
+      return request;
+    };
+    // Each waiting call is read on its own thread, which notes when it ended.
+    struct Waiting {
+      grpc::ClientContext ctx;
+      StreamResult result;
+      std::chrono::steady_clock::time_point ended;
+      std::thread reader;
+      ~Waiting() {  // a failed REQUIRE leaves early
+        if (!reader.joinable()) return;
+        ctx.TryCancel();
+        reader.join();
+      }
+    };
+    auto start = [&](Waiting& w, int priority, int tokens = 5) {
+      w.reader = std::thread([&w, &server, request = with_priority(priority, tokens)] {
+        auto reader = server.stub().Generate(&w.ctx, request);
+        v1::GenerateResponse m;
+        while (reader->Read(&m)) w.result.messages.push_back(m);
+        w.result.status = reader->Finish();
+        w.ended = std::chrono::steady_clock::now();
+      });
+    };
+    Waiting older_low, newer_low, urgent;
+    start(older_low, 5, /*tokens=*/300);  // long: if it ran first, `urgent` would end well after it
+    REQUIRE(server.WaitForMetric("blip2_admission_queue_requests", 1) == 1);
+    start(newer_low, 5);
+    REQUIRE(server.WaitForMetric("blip2_admission_queue_requests", 2) == 2);
+    // Full, and nobody waiting is less urgent than priority 5.
+    const StreamResult refused = ReadStream(server.stub(), with_priority(5));
+    CHECK(refused.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(refused.status.error_message(), Catch::Contains("max_queued_requests 2"));
+    // Priority 0 gets in; the newer priority 5 request is shed.
+    start(urgent, 0);
+    newer_low.reader.join();
+    CHECK(newer_low.result.status.error_code() == StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(newer_low.result.status.error_message(), Catch::Contains("shed"));
+    CHECK(newer_low.result.messages.empty());
+    CHECK(server.WaitForMetric("blip2_requests_shed_total", 1) == 1);
+    // Both survivors reach the engine before the running request ends.
+    REQUIRE(server.WaitForMetric("blip2_requests_waiting", 2) == 2);
+    running_ctx.TryCancel();
+    CHECK(ReadToEnd(*running).status.error_code() == StatusCode::CANCELLED);
+    urgent.reader.join();
+    older_low.reader.join();
+    CHECK(urgent.result.status.ok());
+    CHECK(older_low.result.status.ok());
+    CHECK(urgent.ended < older_low.ended);  // one sequence at a time: priority 0 ran first
+    CHECK(server.WaitForMetric("blip2_admission_queue_requests", 0) == 0);
+  }
 }
 
 TEST_CASE("Bad input gets INVALID_ARGUMENT naming the problem, and the server goes on") {
