@@ -41,12 +41,14 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
         "the queue is full: ", total, " requests wait (max_queued_requests ", options_.max_queued, "), ", ahead,
         " of them as or more urgent than priority ", priority, "; retry later"));
   }
-  // With a measured drain rate: the requests that start within max_wait.
+  // With a measured drain rate: a request may wait behind as many as start
+  // within max_wait (`room`; the last of a batch counts; an empty queue
+  // takes any batch).
   const double rate = DrainRateLocked();
   const bool bounded = options_.max_wait.count() > 0 && rate > 0;
-  // (Rounded down, allowing for the rate's own rounding: 5.0000001 or 4.9999999 is 5.)
+  // (Whole requests, allowing for the rate's own rounding: 4.9999999 is 5.)
   const double room = std::floor(rate * std::chrono::duration<double>(options_.max_wait).count() + 1e-6);
-  if (bounded && ahead > 0 && static_cast<double>(ahead + count) > room) {
+  if (bounded && ahead > 0 && static_cast<double>(ahead + count - 1) > room) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server is at capacity: ", ahead, " requests as or more urgent than priority ", priority,
         " wait, about ", std::lround(1000.0 * static_cast<double>(ahead) / rate), " ms of work (it starts ",
@@ -62,7 +64,7 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
   // over either bound; never one as urgent as the newcomer.
   auto over = [&] {
     const auto size = static_cast<double>(waiting_.size());
-    return size > static_cast<double>(options_.max_queued) || (bounded && size > std::max(room, 1.0));
+    return size > static_cast<double>(options_.max_queued) || (bounded && size - 1 > room);
   };
   while (over()) {
     auto last = std::prev(waiting_.end());

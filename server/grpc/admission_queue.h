@@ -3,8 +3,11 @@
 // made to an admitted request under overload.
 //
 // - At most `max_queued` requests wait; with `max_wait` set, at most as many
-//   as the server drains in that time ahead of a newcomer, so an admitted
-//   request starts within about `max_wait` however much more is offered.
+//   as the server starts in that time wait ahead of a newcomer, so an
+//   admitted request starts within about `max_wait` however much more is
+//   offered. (The queue holds requests from arrival to first token, so a
+//   request's own preparation and prefill count as waiting for those behind
+//   it.)
 // - A request that does not fit is refused at once (RESOURCE_EXHAUSTED),
 //   unless less urgent requests (a larger priority value) are waiting: then
 //   the least urgent, newest of them are shed instead (they end with
