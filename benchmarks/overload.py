@@ -9,13 +9,16 @@ distinct JPEGs, exactly --new-tokens tokens each):
      requests completed per second (C); then a fresh server with the bound, warmed up:
   2. unloaded: Poisson arrivals at 0.1 C; its p99 time to first token is U;
   3. overload, one priority: Poisson arrivals at 10 C, all priority 0;
-  4. overload, mixed priorities: 10 C, 5% priority 0 (half the capacity) and 95% priority 5.
+  4. overload, mixed priorities: 10 C, 3% priority 0 (0.3 C) and 97% priority 5.
 
 Checks (printed as PASS/FAIL, saved with every number in the JSON report):
   - admitted requests' p99 time to first token within 2 U, in both overload runs;
   - the excess gets RESOURCE_EXHAUSTED at once: its p99 latency under U, and no other error;
   - with mixed priorities, priority 0 keeps its latency (p99 TTFT within 2 U) and is refused
     for at most 1% of its calls, while priority 5 takes the refusals and the sheds.
+
+The server runs on CPU 0 and the load generator on the others (--server-cpus, --client-cpus), so
+the generator's own work does not slow the server it measures.
 
 Usage: benchmarks/overload.py [--build build] [--max-queue-wait-ms 10] [--seconds 20]
                               [--out benchmarks/results/overload_cpu.json]
@@ -39,18 +42,33 @@ parser.add_argument("--concurrency", type=int, default=128)
 parser.add_argument("--new-tokens", type=int, default=32)
 parser.add_argument("--image-size", type=int, default=96)
 parser.add_argument("--overload-factor", type=float, default=10)
+parser.add_argument("--priority-0-share", type=float, default=0.03, help="of the mixed overload's calls")
+# On a small machine the load generator would take the server's CPU: by default the server gets
+# CPU 0 and the generator the others (clients run elsewhere in production). "" pins nothing.
+parser.add_argument("--server-cpus", default="0")
+parser.add_argument("--client-cpus", default=None, help="default: every CPU but the server's")
 parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "overload_cpu.json"))
 args = parser.parse_args()
 
 tmp = tempfile.mkdtemp()
 grpc_port = None
+all_cpus = sorted(os.sched_getaffinity(0))
+client_cpus = args.client_cpus
+if client_cpus is None and args.server_cpus:
+    server_set = {int(c) for c in args.server_cpus.split(",")}
+    client_cpus = ",".join(str(c) for c in all_cpus if c not in server_set) or args.server_cpus
+
+
+def pin(cpus):
+    return ["taskset", "-c", cpus] if cpus else []
+
 
 
 def start_server(max_queue_wait_ms):
     global grpc_port
     ports_file = os.path.join(tmp, f"ports{max_queue_wait_ms}")
     log = open(os.path.join(tmp, f"server{max_queue_wait_ms}.log"), "w")
-    proc = subprocess.Popen([os.path.join(args.build, "server", "blip2"), "serve", "--config",
+    proc = subprocess.Popen(pin(args.server_cpus) + [os.path.join(args.build, "server", "blip2"), "serve", "--config",
                              os.path.join(ROOT, "configs", "tiny-opt-cpu.textproto"), "--port", "0",
                              "--metrics_port", "0", "--port_file", ports_file,
                              "--limits.max_queue_wait_ms", str(max_queue_wait_ms)],
@@ -71,7 +89,7 @@ def stop_server(proc):
 def load(name, *flags):
     """One grpc_load run; returns its single result row."""
     out = os.path.join(tmp, name + ".json")
-    cmd = [os.path.join(args.build, "benchmarks", "grpc_load"), "--target", f"127.0.0.1:{grpc_port}",
+    cmd = pin(client_cpus) + [os.path.join(args.build, "benchmarks", "grpc_load"), "--target", f"127.0.0.1:{grpc_port}",
            "--new-tokens", str(args.new_tokens), "--image-size", str(args.image_size), "--deadline-s", "60",
            "--out", out, *flags]
     print(f"== {name}: {' '.join(flags)}", flush=True)
@@ -100,7 +118,8 @@ try:
     unloaded = open_loop("unloaded", 0.1 * capacity)
     rate = args.overload_factor * capacity
     uniform = open_loop("overload, priority 0", rate)
-    mixed = open_loop("overload, mixed priorities", rate, ["--priorities", "0:0.05,5:0.95"])
+    share = args.priority_0_share
+    mixed = open_loop("overload, mixed priorities", rate, ["--priorities", f"0:{share},5:{1 - share}"])
 finally:
     stop_server(server)
 
@@ -142,7 +161,8 @@ print(f"capacity {capacity:.0f} requests/s; unloaded p99 TTFT {U:.1f} ms (limit 
       f"{mixed['ttft_ms']['p99']:.1f} ms, priority 0: {p0['ok']} ok of {p0_calls} (p99 {p0['ttft_ms']['p99']:.1f} ms), "
       f"priority 5: {p5['ok']} ok of {p5_calls} (p99 {p5['ttft_ms']['p99']:.1f} ms)")
 report = {"benchmark": "overload", "model": "tests/fixtures/blip2-tiny-opt", "config": "configs/tiny-opt-cpu.textproto",
-          "max_queue_wait_ms": args.max_queue_wait_ms, "new_tokens": args.new_tokens, "image_size": args.image_size,
+          "server_cpus": args.server_cpus, "client_cpus": client_cpus, "machine_cpus": len(all_cpus),
+          "max_queue_wait_ms": args.max_queue_wait_ms, "priority_0_share": args.priority_0_share, "new_tokens": args.new_tokens, "image_size": args.image_size,
           "seconds_per_run": args.seconds, "capacity_requests_per_s": capacity, "unloaded_p99_ttft_ms": U,
           "overload_rate_per_s": rate, "runs": {"capacity": capacity_row, "unloaded": unloaded,
                                                 "overload_priority_0": uniform, "overload_mixed": mixed},

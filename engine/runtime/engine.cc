@@ -739,7 +739,10 @@ void Engine::Impl::RunStep() {
   for (const auto& [task, first] : firsts) task->TakeTokens(tokens.data() + first, logprobs.data() + first);
   const Clock::time_point produced = Clock::now();
   for (GenerationRequest* g : requests) {
-    if (!g->first_token && g->task->produced_any()) g->first_token = produced;
+    if (!g->first_token && g->task->produced_any()) {
+      g->first_token = produced;
+      g->sink->OnStarted();
+    }
   }
   sched->Update(out, {});
   std::vector<int64_t> done;

@@ -103,6 +103,10 @@ class RequestSink {
   // New text of a single-sequence request as it is produced; beam search and
   // several samples send their first sequence's text once, before OnFinished.
   virtual void OnText(const std::string& text) {}
+  // Once, when a generation request's first step has produced its first
+  // token(s) (after that token's OnToken): it is running. Beam search and
+  // several samples say so here, long before OnFinished.
+  virtual void OnStarted() {}
   // Every sequence with its FinishReason.
   virtual void OnFinished(const CaptionResult& result, const Usage& usage) = 0;
   // A retrieval request's result (usage.prompt_tokens: its text tokens).

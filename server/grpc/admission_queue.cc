@@ -1,7 +1,7 @@
 #include "server/grpc/admission_queue.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -9,31 +9,52 @@
 namespace blip2::server {
 namespace {
 
-constexpr size_t kRateWindow = 64;      // starts the drain rate averages over
-constexpr size_t kRateMinSamples = 16;  // before which it is unknown
+// The drain rate forgets with this time constant, in seconds of time with
+// requests waiting: an idle server keeps the last rate it measured, so a
+// burst after a quiet spell is judged by it at once.
+constexpr double kRateMemoryS = 1.0;
+// It is unknown with fewer (decayed) starts than this behind it, or less
+// (decayed) time with requests waiting than kRateMinBusyS and max_wait:
+// starts come in batches (one step's at one instant), so a few say nothing.
+constexpr double kRateMinStarts = 8;
+constexpr double kRateMinBusyS = 0.02;
+
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 }  // namespace
 
-int64_t AdmissionQueue::AheadOfLocked(int priority) const {
-  int64_t ahead = 0;
+AdmissionQueue::Ahead AdmissionQueue::AheadOfLocked(int priority) const {
+  Ahead ahead;
   for (const auto& [key, entry] : waiting_) {
     if (key.first > priority) break;
-    ++ahead;
+    ++ahead.count;
+    if (ahead.count == 1 || entry.arrived < ahead.oldest) ahead.oldest = entry.arrived;
   }
   return ahead;
 }
 
 double AdmissionQueue::DrainRateLocked() const {
-  if (gaps_s_.size() < kRateMinSamples || gaps_sum_s_ <= 0) return 0;
-  return static_cast<double>(gaps_s_.size()) / gaps_sum_s_;
+  if (starts_ < kRateMinStarts || busy_s_ < std::max(kRateMinBusyS, Seconds(options_.max_wait))) return 0;
+  return starts_ / busy_s_;
 }
 
-absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int count) {
+void AdmissionQueue::AdvanceLocked(Clock::time_point now) {
+  const double dt = std::max(0.0, Seconds(now - last_event_));
+  last_event_ = now;
+  if (waiting_.empty()) return;  // idle time neither counts nor ages the rate
+  const double keep = std::exp(-dt / kRateMemoryS);
+  starts_ *= keep;
+  busy_s_ = busy_s_ * keep + dt;
+}
+
+absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int count, Clock::time_point now) {
   Admitted out;
   std::lock_guard<std::mutex> lock(mu_);
+  AdvanceLocked(now);
   const int64_t total = static_cast<int64_t>(waiting_.size());
   // Less urgent requests, which this one may push out.
-  const int64_t ahead = AheadOfLocked(priority);
+  const Ahead ahead_of = AheadOfLocked(priority);
+  const int64_t ahead = ahead_of.count;
   const int64_t sheddable = total - ahead;
   const int64_t over_count = total + count - options_.max_queued;
   if (over_count > sheddable) {
@@ -46,8 +67,16 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
   // takes any batch).
   const double rate = DrainRateLocked();
   const bool bounded = options_.max_wait.count() > 0 && rate > 0;
+  // Before a rate is known (the first moments of a burst): one waiting longer
+  // than max_wait ahead of it says the server is behind.
+  if (options_.max_wait.count() > 0 && !bounded && ahead > 0 && now - ahead_of.oldest > options_.max_wait) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server is at capacity: a request as or more urgent than priority ", priority, " has waited ",
+        std::lround(1000 * Seconds(now - ahead_of.oldest)), " ms (max_queue_wait_ms ", options_.max_wait.count(),
+        "); retry later"));
+  }
   // (Whole requests, allowing for the rate's own rounding: 4.9999999 is 5.)
-  const double room = std::floor(rate * std::chrono::duration<double>(options_.max_wait).count() + 1e-6);
+  const double room = std::floor(rate * Seconds(options_.max_wait) + 1e-6);
   if (bounded && ahead > 0 && static_cast<double>(ahead + count - 1) > room) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server is at capacity: ", ahead, " requests as or more urgent than priority ", priority,
@@ -56,7 +85,7 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
   }
   for (int i = 0; i < count; ++i) {
     const Ticket ticket = next_ticket_++;
-    waiting_.emplace(Key{priority, ticket}, Entry{});
+    waiting_.emplace(Key{priority, ticket}, Entry{{}, now});
     priority_of_.emplace(ticket, priority);
     out.tickets.push_back(ticket);
   }
@@ -79,7 +108,6 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
     priority_of_.erase(ticket);
     ++shed_total_;
   }
-  if (waiting_.empty()) backlogged_ = false;
   return out;
 }
 
@@ -97,23 +125,10 @@ void AdmissionQueue::Leave(Ticket ticket, bool started, Clock::time_point now) {
   shed_early_.erase(ticket);
   const auto p = priority_of_.find(ticket);
   if (p == priority_of_.end()) return;  // shed
+  AdvanceLocked(now);
   waiting_.erase(Key{p->second, ticket});
   priority_of_.erase(p);
-  if (started) {
-    if (backlogged_) {
-      const double gap = std::chrono::duration<double>(now - last_start_).count();
-      gaps_s_.push_back(gap);
-      gaps_sum_s_ += gap;
-      if (gaps_s_.size() > kRateWindow) {
-        gaps_sum_s_ -= gaps_s_.front();
-        gaps_s_.pop_front();
-      }
-    }
-    last_start_ = now;
-    backlogged_ = !waiting_.empty();
-  } else if (waiting_.empty()) {
-    backlogged_ = false;  // idle from here: the next gap would count it
-  }
+  if (started) starts_ += 1;
 }
 
 int64_t AdmissionQueue::size() const {

@@ -8,21 +8,24 @@
 //   offered. (The queue holds requests from arrival to first token, so a
 //   request's own preparation and prefill count as waiting for those behind
 //   it.)
+// - Before a drain rate is known (the first moments of a burst), a newcomer
+//   is refused while one as or more urgent has waited longer than
+//   `max_wait` (the server is behind).
 // - A request that does not fit is refused at once (RESOURCE_EXHAUSTED),
 //   unless less urgent requests (a larger priority value) are waiting: then
 //   the least urgent, newest of them are shed instead (they end with
 //   RESOURCE_EXHAUSTED), so lower priorities are shed first and priority 0
 //   keeps its latency. A request is never shed for one of its own priority.
 //
-// The drain rate is measured, not configured: requests starting per second
-// while others wait behind them (the server's pace when it is the
-// bottleneck; an idle server's pace says nothing). Until enough of those are
-// seen, only `max_queued` applies. Thread-safe.
+// The drain rate is measured, not configured: requests started per second of
+// time the queue was not empty (an idle server's time says nothing), both
+// decayed over about a second of such time (idle time keeps the last rate).
+// Until enough is seen (8 starts, over at least max_wait and 20 ms), only
+// `max_queued` and the age rule apply. Thread-safe.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -53,7 +56,7 @@ class AdmissionQueue {
 
   // Admits `count` requests of `priority` (lower is more urgent) as one
   // (a batch is all or nothing), or says why not: RESOURCE_EXHAUSTED.
-  absl::StatusOr<Admitted> Enter(int priority, int count);
+  absl::StatusOr<Admitted> Enter(int priority, int count, Clock::time_point now);
   // What to call if the request is shed. False when it was shed already
   // (between Enter and this call): the owner must end it as shed.
   bool OnShed(Ticket ticket, std::function<void()> shed);
@@ -63,18 +66,23 @@ class AdmissionQueue {
   void Leave(Ticket ticket, bool started, Clock::time_point now);
 
   int64_t size() const;
-  // Requests started per second while others waited; 0 until measured.
+  // Requests started per second of queue time; 0 until measured.
   double drain_rate() const;
   int64_t shed_total() const;
 
  private:
   struct Entry {
     std::function<void()> shed;  // empty until OnShed
+    Clock::time_point arrived;
+  };
+  struct Ahead {
+    int64_t count = 0;
+    Clock::time_point oldest;  // the earliest arrival among them
   };
   // Urgency order: priority, then arrival (tickets rise with arrival).
   using Key = std::pair<int, Ticket>;
 
-  int64_t AheadOfLocked(int priority) const;  // waiting at `priority` or more urgent
+  Ahead AheadOfLocked(int priority) const;  // waiting at `priority` or more urgent
   double DrainRateLocked() const;
 
   const Options options_;
@@ -84,11 +92,12 @@ class AdmissionQueue {
   std::set<Ticket> shed_early_;  // shed before their OnShed
   Ticket next_ticket_ = 1;
   int64_t shed_total_ = 0;
-  // The drain rate: gaps between starts while the queue was not empty.
-  std::deque<double> gaps_s_;
-  double gaps_sum_s_ = 0;
-  Clock::time_point last_start_;
-  bool backlogged_ = false;  // the queue was not empty since the last start
+  // The drain rate: starts per second of time with requests in the queue
+  // (both sums decayed over that time, so it follows the current load).
+  void AdvanceLocked(Clock::time_point now);
+  double starts_ = 0;
+  double busy_s_ = 0;
+  Clock::time_point last_event_{};
 };
 
 }  // namespace blip2::server

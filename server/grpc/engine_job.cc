@@ -130,6 +130,10 @@ void EngineJob::OnToken(int64_t token, const engine::TokenLogprob* logprob) {
   if (callbacks_.on_token) callbacks_.on_token(token, logprob);
 }
 
+// Beam search and samples leave the queue here, single sequences at their
+// first OnToken (just before).
+void EngineJob::OnStarted() { LeaveQueue(/*started=*/true); }
+
 void EngineJob::OnText(const std::string& text) {
   if (shed()) return;
   if (callbacks_.on_text) callbacks_.on_text(text);

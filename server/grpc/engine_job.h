@@ -53,6 +53,7 @@ class EngineJob : public engine::RequestSink, public std::enable_shared_from_thi
 
   void OnToken(int64_t token, const engine::TokenLogprob* logprob) override;
   void OnText(const std::string& text) override;
+  void OnStarted() override;
   void OnFinished(const engine::CaptionResult& result, const engine::Usage& usage) override;
   void OnError(const absl::Status& status) override;
 

@@ -45,7 +45,7 @@ absl::Status ServiceCore::Admit(CallKind kind, bool* held) {
 }
 
 absl::StatusOr<std::vector<AdmissionQueue::Ticket>> ServiceCore::EnterQueue(int priority, int count) {
-  ASSIGN_OR_RETURN(AdmissionQueue::Admitted admitted, queue.Enter(priority, count));
+  ASSIGN_OR_RETURN(AdmissionQueue::Admitted admitted, queue.Enter(priority, count, Clock::now()));
   for (auto& shed : admitted.shed) shed();
   if (!admitted.shed.empty()) metrics->requests_shed.Add({}, static_cast<double>(admitted.shed.size()));
   metrics->admission_queue.Set({}, static_cast<double>(queue.size()));

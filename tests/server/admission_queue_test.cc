@@ -14,9 +14,11 @@ using server::AdmissionQueue;
 using Clock = AdmissionQueue::Clock;
 using std::chrono::milliseconds;
 
+// Enters one request; every arrival is at `now` unless a test says otherwise
+// (the age rule compares arrivals only).
 AdmissionQueue::Ticket One(AdmissionQueue& queue, int priority, std::vector<std::string>* shed_log = nullptr,
-                           const std::string& name = "") {
-  auto admitted = queue.Enter(priority, 1);
+                           const std::string& name = "", Clock::time_point now = {}) {
+  auto admitted = queue.Enter(priority, 1, now);
   REQUIRE(admitted.ok());
   REQUIRE(admitted->tickets.size() == 1);
   for (auto& shed : admitted->shed) shed();
@@ -27,18 +29,18 @@ AdmissionQueue::Ticket One(AdmissionQueue& queue, int priority, std::vector<std:
   return ticket;
 }
 
-// Starts `n` requests 10 ms apart with one more always waiting: the queue
-// measures 100 starts/s.
+// Starts `n` requests 10 ms apart from `t`, the queue never empty meanwhile:
+// it measures 100 starts/s. Returns the time of the last start (empty again).
 Clock::time_point DrainAt100PerSecond(AdmissionQueue& queue, Clock::time_point t, int n) {
-  AdmissionQueue::Ticket waiting = One(queue, 0);
-  for (int i = 0; i < n; ++i) {
-    const AdmissionQueue::Ticket next = One(queue, 0);
+  AdmissionQueue::Ticket waiting = One(queue, 0, nullptr, "", t);
+  for (int i = 1; i < n; ++i) {
+    const AdmissionQueue::Ticket next = One(queue, 0, nullptr, "", t);
     t += milliseconds(10);
     queue.Leave(waiting, /*started=*/true, t);
     waiting = next;
   }
   t += milliseconds(10);
-  queue.Leave(waiting, /*started=*/true, t);  // empty again
+  queue.Leave(waiting, /*started=*/true, t);
   return t;
 }
 
@@ -48,7 +50,7 @@ TEST_CASE("admission: at max_queued a newcomer is refused at once unless less ur
   One(queue, 5, &shed, "a5");
   One(queue, 5, &shed, "b5");
   One(queue, 1, &shed, "c1");
-  auto refused = queue.Enter(5, 1);
+  auto refused = queue.Enter(5, 1, {});
   REQUIRE(absl::IsResourceExhausted(refused.status()));
   CHECK(std::string(refused.status().message()).find("max_queued_requests 3") != std::string::npos);
   CHECK(queue.size() == 3);
@@ -61,8 +63,8 @@ TEST_CASE("admission: at max_queued a newcomer is refused at once unless less ur
   // Priority 1 still finds a less urgent one (a5); then nobody is.
   One(queue, 1, &shed, "e1");
   CHECK(shed == std::vector<std::string>{"b5", "a5"});
-  CHECK(absl::IsResourceExhausted(queue.Enter(1, 1).status()));  // never shed for its own priority
-  CHECK(absl::IsResourceExhausted(queue.Enter(3, 1).status()));
+  CHECK(absl::IsResourceExhausted(queue.Enter(1, 1, {}).status()));  // never shed for its own priority
+  CHECK(absl::IsResourceExhausted(queue.Enter(3, 1, {}).status()));
   CHECK(queue.size() == 3);
   CHECK(queue.shed_total() == 2);
 }
@@ -72,79 +74,103 @@ TEST_CASE("admission: a batch enters whole or not at all") {
   One(queue, 0);
   One(queue, 0);
   One(queue, 0);
-  CHECK(absl::IsResourceExhausted(queue.Enter(0, 2).status()));
+  CHECK(absl::IsResourceExhausted(queue.Enter(0, 2, {}).status()));
   CHECK(queue.size() == 3);
-  auto two = queue.Enter(0, 1);
+  auto two = queue.Enter(0, 1, {});
   REQUIRE(two.ok());
   CHECK(queue.size() == 4);
 }
 
-TEST_CASE("admission: the drain rate counts only starts made while others waited") {
+TEST_CASE("admission: the drain rate is starts per second of queue time, following the load, kept while idle") {
   AdmissionQueue queue({/*max_queued=*/100, milliseconds(50)});
   Clock::time_point t{};
   CHECK(queue.drain_rate() == 0);
-  // Requests one at a time, 1 s apart: an idle server's pace says nothing.
-  for (int i = 0; i < 40; ++i) {
-    const auto ticket = One(queue, 0);
-    t += milliseconds(1000);
-    queue.Leave(ticket, /*started=*/true, t);
-  }
+  // Twenty starting at one instant say nothing: no time behind them.
+  AdmissionQueue one_step({/*max_queued=*/100, milliseconds(50)});
+  std::vector<AdmissionQueue::Ticket> step;
+  for (int i = 0; i < 20; ++i) step.push_back(One(one_step, 0, nullptr, "", t));
+  for (auto ticket : step) one_step.Leave(ticket, /*started=*/true, t);
+  CHECK(one_step.drain_rate() == 0);
+  // Nor do a few starts (under 8).
+  t = DrainAt100PerSecond(queue, t + milliseconds(5000), 5);
   CHECK(queue.drain_rate() == 0);
-  // Nor do requests that fail or are cancelled before they start.
-  t = DrainAt100PerSecond(queue, t, 10);
-  CHECK(queue.drain_rate() == 0);  // 10 samples: not enough yet
-  t = DrainAt100PerSecond(queue, t, 30);
-  CHECK(queue.drain_rate() == Approx(100).epsilon(1e-6));
-  // An idle second between two busy stretches is not counted.
-  t += milliseconds(1000);
-  t = DrainAt100PerSecond(queue, t, 5);
-  CHECK(queue.drain_rate() == Approx(100).epsilon(1e-6));
-  // Failures do not count either.
-  const auto failed = One(queue, 0);
-  const auto behind = One(queue, 0);
-  queue.Leave(failed, /*started=*/false, t + milliseconds(1));
-  queue.Leave(behind, /*started=*/false, t + milliseconds(2));
-  CHECK(queue.drain_rate() == Approx(100).epsilon(1e-6));
+  // Enough of them: the rate; idle time between does not count.
+  t = DrainAt100PerSecond(queue, t + milliseconds(5000), 40);
+  CHECK(queue.drain_rate() == Approx(100).epsilon(0.02));
+  t = DrainAt100PerSecond(queue, t + milliseconds(200), 20);
+  CHECK(queue.drain_rate() == Approx(100).epsilon(0.02));
+  // A slower pace takes over within seconds (20 starts/s).
+  AdmissionQueue::Ticket waiting = One(queue, 0, nullptr, "", t);
+  for (int i = 0; i < 100; ++i) {
+    const AdmissionQueue::Ticket next = One(queue, 0, nullptr, "", t);
+    t += milliseconds(50);
+    queue.Leave(waiting, /*started=*/true, t);
+    waiting = next;
+  }
+  CHECK(queue.drain_rate() == Approx(20).epsilon(0.05));
+  // A request that fails before it starts is not a start.
+  const double before = queue.drain_rate();
+  t += milliseconds(10);
+  queue.Leave(waiting, /*started=*/false, t);
+  CHECK(queue.drain_rate() < before);
+  // Idle time changes nothing: a burst after a quiet spell is judged by the last rate.
+  const double last = queue.drain_rate();
+  CHECK(queue.Enter(0, 1, t + milliseconds(60000)).ok());
+  CHECK(queue.drain_rate() == last);
 }
 
 TEST_CASE("admission: with max_wait, only what drains in that time waits, and lower priorities go first") {
   AdmissionQueue queue({/*max_queued=*/100, milliseconds(50)});
   Clock::time_point t{};
-  // Before a rate is measured only max_queued applies.
+  // Before a rate is measured only max_queued (and the age rule) applies.
   for (int i = 0; i < 8; ++i) One(queue, 0);
   CHECK(queue.size() == 8);
   AdmissionQueue fresh({/*max_queued=*/100, milliseconds(50)});
   t = DrainAt100PerSecond(fresh, t, 40);  // 100/s: 5 requests start in 50 ms
   std::vector<std::string> shed;
   // Up to 5 may wait ahead of a newcomer: 6 in all.
-  for (int i = 0; i < 6; ++i) One(fresh, 3, &shed, "p3-" + std::to_string(i));
-  auto refused = fresh.Enter(3, 1);
+  for (int i = 0; i < 6; ++i) One(fresh, 3, &shed, "p3-" + std::to_string(i), t);
+  auto refused = fresh.Enter(3, 1, t);
   REQUIRE(absl::IsResourceExhausted(refused.status()));
   CHECK(std::string(refused.status().message()).find("max_queue_wait_ms 50") != std::string::npos);
   CHECK(std::string(refused.status().message()).find("about 60 ms of work") != std::string::npos);
   // A priority 0 request has nobody ahead: admitted, and the newest p3 goes.
-  One(fresh, 0, &shed, "p0-0");
+  One(fresh, 0, &shed, "p0-0", t);
   CHECK(shed == std::vector<std::string>{"p3-5"});
   CHECK(fresh.size() == 6);
   // Priority 0 keeps coming: p3 is shed before any p0 is refused.
-  for (int i = 1; i < 6; ++i) One(fresh, 0, &shed, "p0-" + std::to_string(i));
+  for (int i = 1; i < 6; ++i) One(fresh, 0, &shed, "p0-" + std::to_string(i), t);
   CHECK(shed.size() == 6);
   CHECK(fresh.size() == 6);
-  CHECK(absl::IsResourceExhausted(fresh.Enter(0, 1).status()));
+  CHECK(absl::IsResourceExhausted(fresh.Enter(0, 1, t).status()));
   CHECK(fresh.shed_total() == 6);
   // An empty queue always admits (a batch larger than the room included).
   AdmissionQueue empty({/*max_queued=*/100, milliseconds(50)});
-  DrainAt100PerSecond(empty, t, 40);
-  auto batch = empty.Enter(2, 20);
+  t = DrainAt100PerSecond(empty, t, 40);
+  auto batch = empty.Enter(2, 20, t);
   REQUIRE(batch.ok());
   CHECK(batch->tickets.size() == 20);
 }
 
+TEST_CASE("admission: before a rate is known, one waiting longer than max_wait refuses newcomers behind it") {
+  AdmissionQueue queue({/*max_queued=*/100, milliseconds(50)});
+  const Clock::time_point t0{};
+  One(queue, 3, nullptr, "", t0);
+  One(queue, 3, nullptr, "", t0 + milliseconds(40));  // the oldest has waited 40 ms: fine
+  auto refused = queue.Enter(3, 1, t0 + milliseconds(51));
+  REQUIRE(absl::IsResourceExhausted(refused.status()));
+  CHECK(std::string(refused.status().message()).find("has waited 51 ms (max_queue_wait_ms 50)") != std::string::npos);
+  // Nobody urgent enough is behind: priority 0 gets in, and so does anyone into an empty queue.
+  CHECK(queue.Enter(0, 1, t0 + milliseconds(51)).ok());
+  AdmissionQueue empty({/*max_queued=*/100, milliseconds(50)});
+  CHECK(empty.Enter(3, 1, t0 + milliseconds(1000)).ok());
+}
+
 TEST_CASE("admission: a request shed before it registered learns so, and leaving after shed is ignored") {
   AdmissionQueue queue({/*max_queued=*/1, milliseconds(0)});
-  auto low = queue.Enter(4, 1);
+  auto low = queue.Enter(4, 1, {});
   REQUIRE(low.ok());
-  auto high = queue.Enter(0, 1);  // pushes out `low` before it called OnShed
+  auto high = queue.Enter(0, 1, {});  // pushes out `low` before it called OnShed
   REQUIRE(high.ok());
   CHECK(high->shed.empty());
   CHECK_FALSE(queue.OnShed(low->tickets[0], [] {}));
