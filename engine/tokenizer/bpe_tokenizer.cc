@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <functional>
+#include <queue>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -338,31 +340,57 @@ void BpeTokenizer::EncodeWord(const std::string& mapped, std::vector<int64_t>* i
       return;
     }
   }
-  // Symbols start as single characters; merge the best-ranked adjacent pair until none applies.
-  std::vector<std::string> symbols;
+  // Symbols start as single characters; merge the best-ranked adjacent pair
+  // (the leftmost among equals) until none applies. The pairs wait in a heap
+  // and symbols in a linked list, so a long word costs O(n log n), not the
+  // O(n^2) of rescanning it per merge (a 100 KB word without spaces would
+  // hold a thread for minutes).
+  struct Symbol {
+    std::string text;
+    int prev, next;    // neighbours in the list; -1 at the ends
+    int version = 0;   // bumped when the symbol grows or dies
+  };
+  std::vector<Symbol> list;
   for (size_t i = 0; i < mapped.size();) {
     size_t len = 1;
     const auto c = static_cast<uint8_t>(mapped[i]);
     if (c >= 0xF0) len = 4;
     else if (c >= 0xE0) len = 3;
     else if (c >= 0xC0) len = 2;
-    symbols.push_back(mapped.substr(i, len));
+    const int index = static_cast<int>(list.size());
+    list.push_back(Symbol{mapped.substr(i, len), index - 1, -1});
+    if (index > 0) list[index - 1].next = index;
     i += len;
   }
-  while (symbols.size() > 1) {
-    int best_rank = INT_MAX;
-    size_t best = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      auto it = merge_rank_.find(symbols[i] + " " + symbols[i + 1]);
-      if (it != merge_rank_.end() && it->second < best_rank) {
-        best_rank = it->second;
-        best = i;
-      }
-    }
-    if (best_rank == INT_MAX) break;
-    symbols[best] += symbols[best + 1];
-    symbols.erase(symbols.begin() + best + 1);
+  struct Pair {
+    int rank, left, right, left_version, right_version;
+    bool operator>(const Pair& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> pairs;
+  auto consider = [&](int left) {
+    const int right = left < 0 ? -1 : list[left].next;
+    if (right < 0) return;
+    auto it = merge_rank_.find(list[left].text + " " + list[right].text);
+    if (it != merge_rank_.end()) pairs.push({it->second, left, right, list[left].version, list[right].version});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(list.size()); ++i) consider(i);
+  while (!pairs.empty()) {
+    const Pair p = pairs.top();
+    pairs.pop();
+    Symbol& left = list[p.left];
+    Symbol& right = list[p.right];
+    // Stale: either side has merged since, or they are no longer neighbours.
+    if (left.version != p.left_version || right.version != p.right_version || left.next != p.right) continue;
+    left.text += right.text;
+    ++left.version;
+    ++right.version;  // dead
+    left.next = right.next;
+    if (right.next >= 0) list[right.next].prev = p.left;
+    consider(left.prev);
+    consider(p.left);
   }
+  std::vector<std::string> symbols;
+  for (int i = list.empty() ? -1 : 0; i >= 0; i = list[i].next) symbols.push_back(std::move(list[i].text));
   for (const std::string& s : symbols) {
     auto it = vocab_.find(s);
     if (it != vocab_.end()) {
