@@ -11,7 +11,7 @@ refused or shed in part: RESOURCE_EXHAUSTED is allowed everywhere).
 Every call must end with one status from the set its scenario allows. A warm-up at full load
 (10% of the run, 10 to 60 s) comes first; the idle values are taken after it. Every 10 s it records the
 server's RSS, threads and open file descriptors; at the end, once idle, KV blocks in use, registered
-images, calls in flight, the admission queue, our threads (blip2-*) and descriptors must be back at
+images, image-cache pins, calls in flight, the admission queue, our threads (blip2-*) and descriptors must be back at
 their idle values, all threads within the warm-up's peak (gRPC's own pools grow on demand to a
 bound; a leak would pass it), and RSS growth after warm-up must stay under 1% per 10 minutes. Prints PASS/FAIL lines and writes a JSON report.
 
@@ -293,9 +293,10 @@ while True:
     idle_after = process_sample()
     idle_after.update(kv=metric("blip2_kv_cache_blocks_used"), registered=metric("blip2_registered_images"),
                       in_flight=metric("blip2_calls_in_flight"), registrations=metric("blip2_image_registrations"),
-                      queued=metric("blip2_admission_queue_requests"), shed=metric("blip2_requests_shed_total"))
+                      queued=metric("blip2_admission_queue_requests"), shed=metric("blip2_requests_shed_total"),
+                      pins=metric("blip2_image_cache_pins"))
     settled = (idle_after["kv"] == 0 and idle_after["registered"] == 0 and idle_after["in_flight"] == 0 and
-               idle_after["queued"] == 0 and idle_after["threads"] <= idle_before["threads"] and
+               idle_after["queued"] == 0 and idle_after["pins"] == 0 and idle_after["threads"] <= idle_before["threads"] and
                idle_after["fds"] <= idle_before["fds"])
     if settled or time.time() - ended > 120:
         break
@@ -320,6 +321,7 @@ checks = {
     "registered images back to 0": idle_after["registered"] == 0 and idle_after["registrations"] == 0,
     "no call in flight": idle_after["in_flight"] == 0,
     "admission queue back to 0": idle_after["queued"] == 0,
+    "image-cache pins back to 0": idle_after["pins"] == 0,
     "our threads (blip2-*) back to idle": own_threads(idle_after["thread_names"]) <= own_threads(idle_before["thread_names"]),
     "all threads within the warm-up's peak": max([idle_after["threads"]] + [s["threads"] for s in samples]) <= warm_peak_threads,
     "open descriptors back to idle": idle_after["fds"] <= idle_before["fds"],

@@ -132,11 +132,12 @@ struct Engine::Impl {
   void UpdateGauges() {
     std::lock_guard<std::mutex> lock(mu);
     stats.waiting = sched->num_waiting() + static_cast<int64_t>(retrieval_queue.size());
-    stats.image_cache_bytes = stats.image_cache_entries = stats.registered_images = 0;
+    stats.image_cache_bytes = stats.image_cache_entries = stats.image_cache_pins = stats.registered_images = 0;
     for (const auto& room : rooms) {
       stats.waiting += room->vision->size();
       stats.image_cache_bytes += room->images->bytes();
       stats.image_cache_entries += room->images->size();
+      stats.image_cache_pins += room->images->pins();
       stats.registered_images += static_cast<int64_t>(room->registration_pins.size());
     }
     stats.running = sched->num_running();

@@ -130,6 +130,7 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   int64_t image_cache_bytes = 0;
   int64_t image_cache_entries = 0;
+  int64_t image_cache_pins = 0;   // held by requests in flight and registrations
   int64_t registered_images = 0;
   int64_t image_registrations = 0;          // leases held (an image registered twice holds two)
   int64_t image_registrations_expired = 0;  // leases that lapsed unreleased

@@ -50,12 +50,16 @@ void ImageCache::Insert(uint64_t key, CachedImage image) {
   Evict(key);
 }
 
-void ImageCache::Pin(uint64_t key) { ++entries_.at(key).pins; }
+void ImageCache::Pin(uint64_t key) {
+  ++entries_.at(key).pins;
+  ++pins_;
+}
 
 void ImageCache::Unpin(uint64_t key) {
   auto it = entries_.find(key);
   if (it == entries_.end()) return;
   --it->second.pins;
+  --pins_;
   Evict(key);
   if (it->second.pins == 0 && bytes_ > budget_) {  // the last user of an entry over budget
     bytes_ -= it->second.bytes;

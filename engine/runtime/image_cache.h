@@ -40,6 +40,8 @@ class ImageCache {
 
   int64_t bytes() const { return bytes_; }
   int64_t size() const { return static_cast<int64_t>(entries_.size()); }
+  // Pins held, over all entries (requests using an image, registrations).
+  int64_t pins() const { return pins_; }
 
  private:
   struct Entry {
@@ -52,6 +54,7 @@ class ImageCache {
 
   int64_t budget_;
   int64_t bytes_ = 0;
+  int64_t pins_ = 0;
   std::unordered_map<uint64_t, Entry> entries_;
   std::list<uint64_t> lru_;  // front: most recently used
 };

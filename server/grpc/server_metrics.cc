@@ -39,6 +39,8 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
   ScalarFamily& hits = registry.Counter("blip2_image_cache_hits_total", "Requests whose image was already encoded.");
   ScalarFamily& misses = registry.Counter("blip2_image_cache_misses_total", "Images run through the vision encoder.");
   ScalarFamily& cache_bytes = registry.Gauge("blip2_image_cache_bytes", "Bytes of cached image embeddings.");
+  ScalarFamily& pins = registry.Gauge("blip2_image_cache_pins",
+                                      "Image-cache pins held by requests in flight and registrations.");
   ScalarFamily& registered = registry.Gauge("blip2_registered_images", "Images held by RegisterImage.");
   ScalarFamily& registrations = registry.Gauge("blip2_image_registrations",
                                                "RegisterImage leases held (an image registered twice holds two).");
@@ -58,7 +60,7 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
                                                     "Cached KV blocks given to new content.");
   ScalarFamily& copies = registry.Counter("blip2_kv_block_copies_total",
                                           "Copy-on-write copies of shared KV blocks (beams and samples diverging).");
-  registry.OnCollect([=, &running, &waiting, &kv_used, &kv_total, &vision_batch, &hits, &misses, &cache_bytes,
+  registry.OnCollect([=, &running, &waiting, &kv_used, &kv_total, &vision_batch, &hits, &misses, &cache_bytes, &pins,
                       &registered, &registrations, &expired, &tokens, &images, &preemptions, &kv_cached, &prefix, &prefix_evictions, &copies] {
     const engine::EngineStats s = engine->Stats();
     running.Set({}, static_cast<double>(s.running));
@@ -71,6 +73,7 @@ ServerMetrics::ServerMetrics(const engine::Engine* engine)
     hits.Set({}, static_cast<double>(s.image_cache_hits));
     misses.Set({}, static_cast<double>(s.images_encoded));
     cache_bytes.Set({}, static_cast<double>(s.image_cache_bytes));
+    pins.Set({}, static_cast<double>(s.image_cache_pins));
     registered.Set({}, static_cast<double>(s.registered_images));
     registrations.Set({}, static_cast<double>(s.image_registrations));
     expired.Set({}, static_cast<double>(s.image_registrations_expired));

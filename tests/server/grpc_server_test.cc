@@ -490,6 +490,8 @@ TEST_CASE("A registered image skips decoding and the encoder, release forgets it
   REQUIRE(server.stub().Caption(&c5, with_bytes, &by_bytes).ok());
   CHECK(first.sequences(0).text() == by_bytes.sequences(0).text());
   CHECK(second.sequences(0).text() == by_bytes.sequences(0).text());
+  // The calls are done: only the registration holds a pin (one per image, however many registrations).
+  CHECK(server.WaitForMetric("blip2_image_cache_pins", 1) == 1);
 
   grpc::ClientContext c6, c7, c8;
   v1::ReleaseImageRequest release;
@@ -505,6 +507,7 @@ TEST_CASE("A registered image skips decoding and the encoder, release forgets it
   REQUIRE(server.stub().ReleaseImage(&c_second, release, &released).ok());
   CHECK(server.stub().ReleaseImage(&c7, release, &released).error_code() == StatusCode::NOT_FOUND);
   CHECK(server.WaitForMetric("blip2_registered_images", 0) == 0);
+  CHECK(server.WaitForMetric("blip2_image_cache_pins", 0) == 0);
   v1::Completion after;
   const grpc::Status s = server.stub().Caption(&c8, by_id, &after);
   CHECK(s.error_code() == StatusCode::NOT_FOUND);
