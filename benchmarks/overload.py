@@ -66,8 +66,8 @@ def pin(cpus):
 
 def start_server(max_queue_wait_ms):
     global grpc_port
-    ports_file = os.path.join(tmp, f"ports{max_queue_wait_ms}")
-    log = open(os.path.join(tmp, f"server{max_queue_wait_ms}.log"), "w")
+    ports_file = tempfile.mktemp(prefix="ports", dir=tmp)  # a fresh name per server: never an old port
+    log = open(ports_file + ".log", "w")
     proc = subprocess.Popen(pin(args.server_cpus) + [os.path.join(args.build, "server", "blip2"), "serve", "--config",
                              os.path.join(ROOT, "configs", "tiny-opt-cpu.textproto"), "--port", "0",
                              "--metrics_port", "0", "--port_file", ports_file,

@@ -12,8 +12,9 @@ Every call must end with one status from the set its scenario allows. A warm-up 
 (10% of the run, 10 to 60 s) comes first; the idle values are taken after it. Every 10 s it records the
 server's RSS, threads and open file descriptors; at the end, once idle, KV blocks in use, registered
 images, image-cache pins, calls in flight, the admission queue, our threads (blip2-*) and descriptors must be back at
-their idle values, all threads within the warm-up's peak (gRPC's own pools grow on demand to a
-bound; a leak would pass it), and RSS growth after warm-up must stay under 1% per 10 minutes. Prints PASS/FAIL lines and writes a JSON report.
+their idle values, all threads bounded (none added in the run's second half: gRPC's own pools grow
+on demand to a cap and keep some; a leak keeps growing), and RSS growth after warm-up must stay under
+1% per 10 minutes. `--recheck REPORT` evaluates a saved report again. Prints PASS/FAIL lines and writes a JSON report.
 
 Usage: benchmarks/soak.py [--minutes 30] [--clients 12] [--build build] [--out benchmarks/results/soak_cpu.json]
 """
@@ -40,7 +41,71 @@ parser.add_argument("--minutes", type=float, default=30)
 parser.add_argument("--clients", type=int, default=12)
 parser.add_argument("--build", default=os.path.join(ROOT, "build"))
 parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "soak_cpu.json"))
+parser.add_argument("--recheck", metavar="REPORT", help="evaluate a saved report's data again (no run); updates it "
+                    "and keeps the checks it had as checks_at_run")
 args = parser.parse_args()
+
+# --- the checks -------------------------------------------------------------------------------
+def evaluate(report, out):
+    """Checks a soak report (a fresh one, or one saved earlier: --recheck), prints and saves them."""
+    before, after, samples = report["idle_before"], report["idle_after"], report["samples"]
+    minutes = report["minutes"]
+    # RSS growth after warm-up (the first 20% of the run): least-squares slope, % per 10 minutes.
+    warm = [s for s in samples if s["t"] >= 0.2 * minutes * 60] or samples
+    slope = 0.0
+    if len(warm) >= 2:
+        mt, mr = sum(s["t"] for s in warm) / len(warm), sum(s["rss_mb"] for s in warm) / len(warm)
+        var = sum((s["t"] - mt) ** 2 for s in warm)
+        slope = sum((s["t"] - mt) * (s["rss_mb"] - mr) for s in warm) / var if var else 0.0
+    growth = 100 * slope * 600 / (sum(s["rss_mb"] for s in warm) / len(warm)) if warm else 0.0
+    # Threads: ours back at idle; gRPC's own pools (its timer and executor threads) start threads
+    # on demand up to a cap and keep some, so all threads must only be bounded: none added in the
+    # second half of the run beyond the first half's and the warm-up's peak (a leak keeps growing).
+    half = len(samples) // 2
+    first_peak = max([report.get("warm_up_peak_threads", 0)] + [s["threads"] for s in samples[:half]])
+    later_peak = max([s["threads"] for s in samples[half:]] + [after["threads"]])
+    checks = {
+        "every call ended with an allowed status": report.get("failure_count", len(report["failures"])) == 0,
+        "KV blocks back to 0": after["kv"] == 0,
+        "registered images back to 0": after["registered"] == 0 and after["registrations"] == 0,
+        "no call in flight": after["in_flight"] == 0,
+        "admission queue back to 0": after["queued"] == 0,
+        "image-cache pins back to 0": after["pins"] == 0,
+        "our threads (blip2-*) back to idle": own_threads(after["thread_names"]) <= own_threads(before["thread_names"]),
+        "threads bounded (none added in the run's second half)": later_peak <= first_peak,
+        "open descriptors back to idle": after["fds"] <= before["fds"],
+        "RSS growth after warm-up under 1% per 10 minutes": growth < 1.0,
+        "the server drained and exited 0": report["server_exit_code"] == 0,
+    }
+    report["rss_growth_pct_per_10min_after_warmup"] = growth
+    report["checks"] = checks
+    for name, ok in checks.items():
+        print(("PASS " if ok else "FAIL ") + name)
+    rss0 = samples[0]["rss_mb"] if samples else 0
+    print(f"{report['calls']} calls in {minutes:g} min by {report['clients']} clients; RSS {rss0} -> "
+          f"{after['rss_mb']} MB, growth after warm-up {growth:.2f}% per 10 min; threads "
+          f"{before['threads']} -> {after['threads']} (first half's peak {first_peak}, second half's {later_peak}), "
+          f"fds {before['fds']} -> {after['fds']} (idle again {after['settled_after_s']} s after the last call)")
+    for f in report["failures"][:20]:
+        print("  " + f)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    json.dump(report, open(out, "w"), indent=1)
+    print("wrote", out)
+    return 0 if all(checks.values()) else 1
+
+
+def own_threads(names):
+    return sum(n for name, n in names.items() if name.startswith("blip2"))
+
+
+if args.recheck:
+    saved = json.load(open(args.recheck))
+    saved.setdefault("checks_at_run", saved.get("checks"))
+    saved.setdefault("failure_count", len(saved["failures"]))
+    if "server_exit_code" not in saved:  # reports from before it was saved
+        saved["server_exit_code"] = 0 if saved["checks_at_run"]["the server drained and exited 0"] else 1
+    sys.exit(evaluate(saved, args.recheck))
+
 
 sys.path.insert(0, os.path.join(args.build, "clients", "python"))
 import grpc  # noqa: E402
@@ -86,10 +151,6 @@ def thread_names():
             continue
         names[n] = names.get(n, 0) + 1
     return names
-
-
-def own_threads(names):
-    return sum(n for name, n in names.items() if name.startswith("blip2"))
 
 
 def process_sample():
@@ -286,8 +347,7 @@ while any(t.is_alive() for t in threads):
         time.sleep(1)
 for t in threads:
     t.join()
-# Back to idle: gRPC retires its extra executor threads after a while, so
-# wait (up to 2 minutes) for everything to settle, and say how long it took.
+# Back to idle: wait (up to 2 minutes) for everything to settle, and say how long it took.
 ended = time.time()
 while True:
     idle_after = process_sample()
@@ -296,7 +356,8 @@ while True:
                       queued=metric("blip2_admission_queue_requests"), shed=metric("blip2_requests_shed_total"),
                       pins=metric("blip2_image_cache_pins"))
     settled = (idle_after["kv"] == 0 and idle_after["registered"] == 0 and idle_after["in_flight"] == 0 and
-               idle_after["queued"] == 0 and idle_after["pins"] == 0 and idle_after["threads"] <= idle_before["threads"] and
+               idle_after["queued"] == 0 and idle_after["pins"] == 0 and
+               own_threads(thread_names()) <= own_threads(idle_before["thread_names"]) and
                idle_after["fds"] <= idle_before["fds"])
     if settled or time.time() - ended > 120:
         break
@@ -306,41 +367,9 @@ idle_after["thread_names"] = thread_names()
 server.terminate()
 server_rc = server.wait(timeout=60)
 
-# RSS growth after warm-up (the first 20% of the run): least-squares slope, % per 10 minutes.
-warm = [s for s in samples if s["t"] >= 0.2 * args.minutes * 60] or samples
-slope = 0.0
-if len(warm) >= 2:
-    n, mt, mr = len(warm), sum(s["t"] for s in warm) / len(warm), sum(s["rss_mb"] for s in warm) / len(warm)
-    var = sum((s["t"] - mt) ** 2 for s in warm)
-    slope = sum((s["t"] - mt) * (s["rss_mb"] - mr) for s in warm) / var if var else 0.0
-growth_pct_per_10min = 100 * slope * 600 / (sum(s["rss_mb"] for s in warm) / len(warm))
-total_calls = sum(sum(c.values()) for c in counts.values())
-checks = {
-    "every call ended with an allowed status": not failures,
-    "KV blocks back to 0": idle_after["kv"] == 0,
-    "registered images back to 0": idle_after["registered"] == 0 and idle_after["registrations"] == 0,
-    "no call in flight": idle_after["in_flight"] == 0,
-    "admission queue back to 0": idle_after["queued"] == 0,
-    "image-cache pins back to 0": idle_after["pins"] == 0,
-    "our threads (blip2-*) back to idle": own_threads(idle_after["thread_names"]) <= own_threads(idle_before["thread_names"]),
-    "all threads within the warm-up's peak": max([idle_after["threads"]] + [s["threads"] for s in samples]) <= warm_peak_threads,
-    "open descriptors back to idle": idle_after["fds"] <= idle_before["fds"],
-    "RSS growth after warm-up under 1% per 10 minutes": growth_pct_per_10min < 1.0,
-    "the server drained and exited 0": server_rc == 0,
-}
-for name, ok in checks.items():
-    print(("PASS " if ok else "FAIL ") + name)
-print(f"{total_calls} calls in {args.minutes:g} min by {args.clients} clients; RSS {samples[0]['rss_mb'] if samples else 0} -> "
-      f"{idle_after['rss_mb']} MB, growth after warm-up {growth_pct_per_10min:.2f}% per 10 min; threads "
-      f"{idle_before['threads']} -> {idle_after['threads']} (warm-up peak {warm_peak_threads}), fds {idle_before['fds']} -> {idle_after['fds']} "
-      f"(idle again {idle_after['settled_after_s']} s after the last call)")
-for f in failures[:20]:
-    print("  " + f)
-report = {"benchmark": "soak", "minutes": args.minutes, "clients": args.clients, "calls": total_calls,
-          "outcomes": counts, "failures": failures[:100], "idle_before": idle_before, "idle_after": idle_after,
-          "warm_up_peak_threads": warm_peak_threads,
-          "rss_growth_pct_per_10min_after_warmup": growth_pct_per_10min, "samples": samples, "checks": checks}
-os.makedirs(os.path.dirname(args.out), exist_ok=True)
-json.dump(report, open(args.out, "w"), indent=1)
-print("wrote", args.out)
-sys.exit(0 if all(checks.values()) else 1)
+report = {"benchmark": "soak", "minutes": args.minutes, "clients": args.clients,
+          "calls": sum(sum(c.values()) for c in counts.values()), "outcomes": counts, "failures": failures[:100],
+          "failure_count": len(failures), "idle_before": idle_before, "idle_after": idle_after,
+          "warm_up_peak_threads": warm_peak_threads, "server_exit_code": server_rc, "samples": samples}
+sys.exit(evaluate(report, args.out))
+
