@@ -63,8 +63,8 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
         " of them as or more urgent than priority ", priority, "; retry later"));
   }
   // With a measured drain rate: a request may wait behind as many as start
-  // within max_wait (`room`; the last of a batch counts; an empty queue
-  // takes any batch).
+  // within max_wait, plus those the server works on side by side with it
+  // (`room`; the last of a batch counts; an empty queue takes any batch).
   const double rate = DrainRateLocked();
   const bool bounded = options_.max_wait.count() > 0 && rate > 0;
   // Before a rate is known (the first moments of a burst): one waiting longer
@@ -76,7 +76,7 @@ absl::StatusOr<AdmissionQueue::Admitted> AdmissionQueue::Enter(int priority, int
         "); retry later"));
   }
   // (Whole requests, allowing for the rate's own rounding: 4.9999999 is 5.)
-  const double room = std::floor(rate * Seconds(options_.max_wait) + 1e-6);
+  const double room = std::floor(rate * Seconds(options_.max_wait) + 1e-6) + static_cast<double>(options_.side_by_side - 1);
   if (bounded && ahead > 0 && static_cast<double>(ahead + count - 1) > room) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server is at capacity: ", ahead, " requests as or more urgent than priority ", priority,

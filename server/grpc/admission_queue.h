@@ -3,7 +3,8 @@
 // made to an admitted request under overload.
 //
 // - At most `max_queued` requests wait; with `max_wait` set, at most as many
-//   as the server starts in that time wait ahead of a newcomer, so an
+//   as the server starts in that time (plus `side_by_side` - 1, those it
+//   prepares alongside the newcomer) wait ahead of a newcomer, so an
 //   admitted request starts within about `max_wait` however much more is
 //   offered. (The queue holds requests from arrival to first token, so a
 //   request's own preparation and prefill count as waiting for those behind
@@ -43,6 +44,9 @@ class AdmissionQueue {
   struct Options {
     int64_t max_queued = 512;
     std::chrono::milliseconds max_wait{0};  // 0: no wait bound
+    // Requests the server prepares at once (its preprocessing threads): a
+    // newcomer behind fewer than this many waits for none of them.
+    int64_t side_by_side = 1;
   };
   // What Enter did: the tickets of the admitted requests, and the shed
   // functions of the requests it pushed out (run them: Enter has already

@@ -2,6 +2,7 @@
 // that admits a call, names it (request id) and writes its access-log line.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -40,7 +41,8 @@ struct ServiceCore {
         pool(cfg.preprocess_threads(), "blip2-decode"),
         writer(1, "blip2-writer"),
         queue(AdmissionQueue::Options{cfg.limits().max_queued_requests(),
-                                      std::chrono::milliseconds(cfg.limits().max_queue_wait_ms())}) {}
+                                      std::chrono::milliseconds(cfg.limits().max_queue_wait_ms()),
+                                      std::max<int64_t>(1, cfg.preprocess_threads())}) {}
 
   engine::Engine* engine;     // model_dir's: generation, RegisterImage
   engine::Engine* retrieval;  // the handle serving Match and Embed (model_dir's, or retrieval_model_dir's on the same engine thread), or null

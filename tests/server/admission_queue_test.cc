@@ -152,6 +152,16 @@ TEST_CASE("admission: with max_wait, only what drains in that time waits, and lo
   CHECK(batch->tickets.size() == 20);
 }
 
+TEST_CASE("admission: requests prepared side by side do not count as waiting") {
+  // Two preprocessing threads: a newcomer may have one more ahead than the rate alone allows.
+  AdmissionQueue queue({/*max_queued=*/100, milliseconds(50), /*side_by_side=*/2});
+  Clock::time_point t = DrainAt100PerSecond(queue, {}, 40);  // 100/s: 5 start in 50 ms
+  for (int i = 0; i < 7; ++i) One(queue, 0, nullptr, "", t);
+  auto refused = queue.Enter(0, 1, t);
+  REQUIRE(absl::IsResourceExhausted(refused.status()));
+  CHECK(std::string(refused.status().message()).find("7 requests as or more urgent") != std::string::npos);
+}
+
 TEST_CASE("admission: before a rate is known, one waiting longer than max_wait refuses newcomers behind it") {
   AdmissionQueue queue({/*max_queued=*/100, milliseconds(50)});
   const Clock::time_point t0{};
