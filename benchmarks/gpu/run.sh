@@ -7,7 +7,8 @@
 #     below load the very same weights;
 #  2. run the tests on CUDA (parity: float32 against the fixtures; float16 and
 #     bfloat16 against our float32, greedy ids included; the engine's batching
-#     tests, OPT and T5);
+#     tests, OPT and T5; the demo model's held-out scenes captioned and answered
+#     right in float32, float16 and bfloat16);
 #  3. measure our engine and transformers on each checkpoint, same workload
 #     (greedy captions, exactly 32 new tokens): generate at batch 1, 8, 64 and
 #     our engine under load; for OPT also the image path and 5,000 more
@@ -92,6 +93,10 @@ if [[ $phase != bench ]]; then
     tests_rc=$?
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/generation_parity_tests 2>&1 | grep PARITY > "$out/gpu_parity.txt"
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/image_path_parity_tests 2>&1 | grep PARITY >> "$out/gpu_parity.txt"
+    step "semantic: the demo model's held-out scenes on CUDA in float32, float16 and bfloat16 (>= 90% right)"
+    BLIP2_TEST_DEVICE=cuda BLIP2_SEMANTIC_DTYPES=float32,float16,bfloat16 timeout 120 build-gpu/tests/semantic_tests \
+      2>&1 | tee "$out/gpu_semantic.txt" | grep -E "SEMANTIC|passed|failed"
+    (( PIPESTATUS[0] == 0 )) || tests_rc=1
   fi
   step "waiting for the checkpoints"
   wait "$checkpoints" || { echo "checkpoint writing failed"; exit 1; }

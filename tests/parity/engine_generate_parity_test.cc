@@ -33,7 +33,7 @@ std::vector<Run> Runs(const CaseFolder& folder, const std::vector<FixtureModel>&
     for (const auto& run : c.contains("generate") ? c["generate"] : json::array()) {
       Run r;
       r.label = case_name + " " + run["kwargs"].dump();
-      r.request.pixels = ReferencePixels(models, c["image"].get<std::string>());
+      r.request.pixels = ReferencePixels(models, c["image"].get<std::string>(), folder.dir);
       r.request.prompt = c["prompt"].get<std::string>();
       r.request.overrides = OverridesFromKwargs(run["kwargs"]);
       const size_t start = NewIdsStart(folder.spec, c);

@@ -125,11 +125,20 @@ int64_t ReturnedPadId(const engine::ModelSpec& spec) {
   return pad != 0 || spec.generation.eos_token_id.empty() ? pad : spec.generation.eos_token_id[0];
 }
 
-std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image) {
+std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image,
+                                   const std::string& model_dir) {
+  const std::string key = "pixel_values." + image;
   for (const FixtureModel& m : all) {
-    if (m.HasTensor("pixel_values." + image)) return m.Values("pixel_values." + image);
+    if (fs::equivalent(m.dir, model_dir) && m.HasTensor(key)) return m.Values(key);
   }
-  FAIL("no fixture has pixel_values." << image);
+  auto spec = engine::LoadModelSpec(model_dir);
+  INFO(model_dir << ": " << spec.status().ToString());
+  REQUIRE(spec.ok());
+  const std::vector<int64_t> shape = {1, 3, spec->image_processor.height, spec->image_processor.width};
+  for (const FixtureModel& m : all) {
+    if (m.HasTensor(key) && m.Shape(key) == shape) return m.Values(key);
+  }
+  FAIL("no fixture has " << key << " at " << engine::ShapeString(shape));
   return {};
 }
 

@@ -48,9 +48,12 @@ size_t NewIdsStart(const engine::ModelSpec& spec, const nlohmann::json& c);
 // the first stop id when that is 0 (the T5 fixtures).
 int64_t ReturnedPadId(const engine::ModelSpec& spec);
 
-// The reference pixels of `image` from whichever fixture stores them (a test
-// failure when none does).
-std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image);
+// The reference pixels of `image` as the model in `model_dir` preprocesses it:
+// that folder's own tensor, else another fixture's of the same size (an -eos
+// folder has none of its own); a test failure when none does. Folders may
+// store the same image at different sizes.
+std::vector<float> ReferencePixels(const std::vector<FixtureModel>& all, const std::string& image,
+                                   const std::string& model_dir);
 
 // transformers' generate kwargs (a run's "kwargs") as our overrides, seed 0;
 // a test failure naming a kwarg we do not take.

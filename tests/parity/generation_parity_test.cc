@@ -44,7 +44,7 @@ TEST_CASE("parity: OPT and T5 logits, KV-cache steps and every generate run matc
       INFO(dir << " case " << case_name);
       const std::vector<int64_t> input_ids = c["input_ids"].get<std::vector<int64_t>>();
       const at::Tensor embeds =
-          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
+          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>(), m.spec.model_dir)})).projected[0];
       const engine::DecoderInput first = FirstStep(m, embeds, input_ids);
       if (m.opt && tensors != nullptr && tensors->HasTensor(case_name + ".logits")) {
         CheckTensor(*tensors, case_name + ".logits", ToHost(FullLogits(*m.opt, embeds, input_ids).unsqueeze(0)));
@@ -116,7 +116,7 @@ TEST_CASE("parity: a left-padded batch equals three sequences packed into one KV
       inputs[r].blocks = cache.SlotBlocks(r);
       inputs[r].token_ids = history[r];
       inputs[r].all_logits = true;
-      inputs[r].image_embeds = m.image_path->Forward(m.PixelBatch({ReferencePixels(models, images[r])})).projected[0];
+      inputs[r].image_embeds = m.image_path->Forward(m.PixelBatch({ReferencePixels(models, images[r], fm.dir)})).projected[0];
     }
     const at::Tensor logits = m.opt->Step(inputs, cache);  // rows of every sequence, one after another
     if (fm.HasTensor("batched.logits")) {

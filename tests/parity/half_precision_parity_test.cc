@@ -7,13 +7,15 @@
 // 6x more than the bundled one under the same rounding; transformers' own
 // half precision strays just as far). So each bound is measured first:
 //   sensitivity S = the largest relative L2 change of float32's teacher-forced
-//   logits when every weight is multiplied by (1 + e), e uniform in [-u, u],
+//   logits (below) when every weight is multiplied by (1 + e), e uniform in [-u, u],
 //   u the dtype's unit roundoff (2^-11 float16, 2^-8 bfloat16); two seeds.
 // Then, for a correct half-precision implementation:
-// - teacher-forced logits (OPT over the prompt, T5 over the start token and
-//   float32's greedy ids) within relative L2 4S;
+// - teacher-forced logits (OPT over the prompt and float32's greedy ids, T5
+//   over the start token and those ids) within relative L2 4S;
 // - the logits of every free-running greedy step where both models still
-//   share their prefix within 8S (one row is a noisier statistic);
+//   share their prefix within 8 max(S, S_step) (one row is a noisier
+//   statistic; S_step is the same measure on that step's row alone: a trained
+//   model made to go on past its stop token is far more sensitive there);
 // - greedy ids first differ only where that step's measured error explains
 //   it: half picked b over float32's a, so
 //   f32[a] - f32[b] <= |f32[a] - half[a]| + |f32[b] - half[b]|.
@@ -67,17 +69,32 @@ Greedy RunGreedy(const engine::Blip2Model& m, const Case& c) {
   return g;
 }
 
-// OPT: logits over the prompt; T5: over the start token and `decoder_ids`.
-at::Tensor TeacherForced(const engine::Blip2Model& m, const Case& c, const std::vector<int64_t>& decoder_ids) {
+// Logits over the prompt and then `generated` (OPT), over the start token and
+// `generated` (T5): the positions the greedy steps are checked at, so that the
+// sensitivity is measured where the error is. (A trained model that is made to
+// go on past its stop token is far more sensitive there than over its prompt.)
+at::Tensor TeacherForced(const engine::Blip2Model& m, const Case& c, const std::vector<int64_t>& generated) {
   const at::Tensor embeds = m.image_path->Forward(m.PixelBatch({c.pixels})).projected[0];
-  if (m.opt) return FullLogits(*m.opt, embeds, c.ids).to(at::kFloat).cpu();
+  if (m.opt) {
+    std::vector<int64_t> ids = c.ids;
+    ids.insert(ids.end(), generated.begin(), generated.end());
+    return FullLogits(*m.opt, embeds, ids).to(at::kFloat).cpu();
+  }
   std::vector<int64_t> ids = FirstStep(m, embeds, c.ids).token_ids;
-  ids.insert(ids.end(), decoder_ids.begin(), decoder_ids.end());
+  ids.insert(ids.end(), generated.begin(), generated.end());
   return m.t5->Decode(m.t5->Encode(embeds, c.ids), ids).to(at::kFloat).cpu();
 }
 
 double RelativeL2(const at::Tensor& ours, const at::Tensor& reference) {
   return ((ours - reference).norm() / reference.norm()).item<double>();
+}
+
+// The teacher-forced logits row that greedy step `step` of `steps` predicts
+// from (the last `steps` + 1 rows hold the steps' predictions; the very last
+// predicts past the final id).
+at::Tensor StepRow(const at::Tensor& logits, size_t steps, size_t step) {
+  const at::Tensor rows = logits.reshape({-1, logits.size(-1)});
+  return rows[rows.size(0) - static_cast<int64_t>(steps) - 1 + static_cast<int64_t>(step)];
 }
 
 std::unique_ptr<engine::Blip2Model> LoadOrDie(const std::string& dir, const std::string& dtype) {
@@ -97,22 +114,30 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
     std::vector<Greedy> ref_greedy;
     std::vector<at::Tensor> ref_logits;
     for (const auto& [name, c] : folder.reference["cases"].items()) {
-      cases.push_back({name, c["input_ids"].get<std::vector<int64_t>>(), ReferencePixels(models, c["image"].get<std::string>())});
+      cases.push_back({name, c["input_ids"].get<std::vector<int64_t>>(), ReferencePixels(models, c["image"].get<std::string>(), folder.dir)});
       ref_greedy.push_back(RunGreedy(*f32, cases.back()));
       ref_logits.push_back(TeacherForced(*f32, cases.back(), ref_greedy.back().ids));
     }
     for (const auto& [dtype, u] :
          std::vector<std::pair<std::string, double>>{{"float16", std::ldexp(1.0, -11)}, {"bfloat16", std::ldexp(1.0, -8)}}) {
       double sensitivity = 0;
+      std::vector<std::vector<double>> step_sensitivity(cases.size());  // [case][greedy step]
       for (uint64_t seed : {1, 2}) {
         const auto perturbed = LoadOrDie(PerturbedCheckpoint(folder.dir, u, seed), "float32");
         for (size_t i = 0; i < cases.size(); ++i) {
-          sensitivity = std::max(sensitivity, RelativeL2(TeacherForced(*perturbed, cases[i], ref_greedy[i].ids), ref_logits[i]));
+          const at::Tensor logits = TeacherForced(*perturbed, cases[i], ref_greedy[i].ids);
+          sensitivity = std::max(sensitivity, RelativeL2(logits, ref_logits[i]));
+          const size_t steps = ref_greedy[i].ids.size();
+          step_sensitivity[i].resize(steps, 0.0);
+          for (size_t s = 0; s < steps; ++s) {
+            step_sensitivity[i][s] =
+                std::max(step_sensitivity[i][s], RelativeL2(StepRow(logits, steps, s), StepRow(ref_logits[i], steps, s)));
+          }
         }
       }
       sensitivity = std::max(sensitivity, u);  // never below the dtype's own resolution
       const auto half = LoadOrDie(folder.dir, dtype);
-      double worst = 0, worst_step = 0;
+      double worst = 0, worst_step = 0, worst_step_ratio = 0;
       int equal_steps = 0, diverged = 0;
       for (size_t i = 0; i < cases.size(); ++i) {
         INFO(folder.dir << " " << dtype << " " << cases[i].name << ", sensitivity " << sensitivity);
@@ -127,8 +152,13 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
           const at::Tensor& f = ref.step_logits[s];
           const at::Tensor& h = ours.step_logits[s];
           const double step = RelativeL2(h, f);
+          // A row can be far more sensitive than the whole (a trained model
+          // made to go on past its stop token): the larger of the two.
+          const double step_s = std::max(sensitivity, step_sensitivity[i][s]);
+          INFO("this step's sensitivity " << step_sensitivity[i][s]);
           worst_step = std::max(worst_step, step);
-          CHECK(step <= 8 * sensitivity);
+          worst_step_ratio = std::max(worst_step_ratio, step / step_s);
+          CHECK(step <= 8 * step_s);
           if (ours.ids[s] == ref.ids[s]) {
             ++equal_steps;
             continue;
@@ -145,9 +175,10 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         }
       }
       std::printf("PARITY %-22s %-9s sensitivity S %.3g (%.1fu); half: teacher-forced %.3g = %.2fS (limit 4S), "
-                  "per greedy step %.3g = %.2fS (limit 8S); %d greedy steps equal, %d of %zu cases diverged\n",
+                  "per greedy step up to %.3g, at most %.2fx max(S, the step's own S) (limit 8x); %d greedy steps "
+                  "equal, %d of %zu cases diverged\n",
                   folder.name.c_str(), dtype.c_str(), sensitivity, sensitivity / u, worst, worst / sensitivity,
-                  worst_step, worst_step / sensitivity, equal_steps, diverged, cases.size());
+                  worst_step, worst_step_ratio, equal_steps, diverged, cases.size());
     }
     ++folders;
   }

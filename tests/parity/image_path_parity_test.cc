@@ -26,17 +26,6 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Reference pixel values for one image: this model's, else another fixture model's.
-std::vector<float> PixelsFor(const std::vector<FixtureModel>& all, const FixtureModel& m, const std::string& image) {
-  const std::string key = "pixel_values." + image;
-  if (m.HasTensor(key)) return m.Values(key);
-  for (const FixtureModel& other : all) {
-    if (other.HasTensor(key)) return other.Values(key);
-  }
-  FAIL("no reference tensor " << key << " in any fixture model");
-  return {};
-}
-
 std::vector<std::vector<float>> SplitBatch(const std::vector<float>& values, int64_t batch) {
   std::vector<std::vector<float>> out;
   const size_t per = values.size() / size_t(batch);
@@ -58,7 +47,7 @@ std::vector<Case> CasesFor(const std::vector<FixtureModel>& all, const FixtureMo
     const std::string prefix = key.substr(0, key.size() - suffix.size());
     Case c;
     for (const std::string& image : std::vector<std::string>(absl::StrSplit(prefix, '+'))) {
-      c.pixels.push_back(PixelsFor(all, m, image));
+      c.pixels.push_back(ReferencePixels(all, image, m.dir));
     }
     for (const auto& [name, output] : std::map<std::string, std::string>{{".vision.last_hidden_state", "vision"},
                                                                           {".vision.pooler_output", "pooler"},

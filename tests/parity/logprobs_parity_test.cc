@@ -68,7 +68,7 @@ TEST_CASE("parity: logprobs and top logprobs of every greedy step equal the log-
       k.logits = m.Values(key);
       k.steps = m.Shape(key)[0];
       k.vocab = m.Shape(key)[1];
-      k.request.pixels = ReferencePixels(models, c["image"].get<std::string>());
+      k.request.pixels = ReferencePixels(models, c["image"].get<std::string>(), m.dir);
       k.request.prompt = c["prompt"].get<std::string>();
       k.request.overrides.max_new_tokens = k.steps;
       k.request.overrides.min_new_tokens = k.steps;
@@ -133,7 +133,7 @@ TEST_CASE("engine: logprobs are refused outside [0, 20] and with beam search, na
   REQUIRE(engine.ok());
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   engine::EngineRequest request;
-  request.pixels = ReferencePixels(models, "chelsea");
+  request.pixels = ReferencePixels(models, "chelsea", dir);
   for (const int64_t bad : {-1, 21}) {
     request.overrides.logprobs = bad;
     const auto id = (*engine)->Submit(request, std::make_shared<engine::WaitingSink>());

@@ -59,7 +59,7 @@ TEST_CASE("parity: ITM, ITC and the text and vision models with projection match
     REQUIRE(tok.ok());
     c10::InferenceMode guard;
     std::vector<std::vector<float>> pixels;
-    for (const auto& image : fm.reference["images"]) pixels.push_back(ReferencePixels(models, image.get<std::string>()));
+    for (const auto& image : fm.reference["images"]) pixels.push_back(ReferencePixels(models, image.get<std::string>(), fm.dir));
     const auto [ids, mask] = TextBatch(**tok, fm.reference["texts"].get<std::vector<std::string>>(), m.device);
     // The same padded batch as transformers' processor.
     const auto id_rows = fm.reference["input_ids"].get<std::vector<std::vector<int64_t>>>();
@@ -119,7 +119,7 @@ TEST_CASE("parity: retrieval through the engine gives transformers' ITC similari
     const int64_t per_image = image_embeds.size() / images.size();
     for (size_t i = 0; i < images.size(); ++i) {
       auto sink = std::make_shared<engine::RetrievalWaiter>();
-      engine::RetrievalRequest request{ReferencePixels(models, images[i]), std::nullopt, texts, true, false};
+      engine::RetrievalRequest request{ReferencePixels(models, images[i], fm.dir), std::nullopt, texts, true, false};
       REQUIRE((*engine)->SubmitRetrieval(std::move(request), sink).ok());
       auto result = sink->Wait();
       REQUIRE(result.ok());
@@ -165,7 +165,7 @@ TEST_CASE("parity: Blip2Model's image, Q-Former and text features match transfor
     const engine::Blip2Model& m = **model;
     c10::InferenceMode guard;
     std::vector<std::vector<float>> pixels;
-    for (const std::string& image : ImagePathImages(fm)) pixels.push_back(ReferencePixels(models, image));
+    for (const std::string& image : ImagePathImages(fm)) pixels.push_back(ReferencePixels(models, image, fm.dir));
     REQUIRE_FALSE(pixels.empty());
     const engine::ImagePathOutput image = m.image_path->Forward(m.PixelBatch(pixels));
     CheckTensor(fm, "blip2model.get_image_features.last_hidden_state", ToHost(image.vision.last_hidden_state));

@@ -37,7 +37,7 @@ TEST_CASE("parity: T5 decoder logits in one prefill, greedy by recomputation and
     for (const auto& [case_name, c] : fm.reference["cases"].items()) {
       INFO(fm.name << " case " << case_name);
       const at::Tensor embeds =
-          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>())})).projected[0];
+          m.image_path->Forward(m.PixelBatch({ReferencePixels(models, c["image"].get<std::string>(), fm.dir)})).projected[0];
       const at::Tensor encoded = t5->Encode(embeds, c["input_ids"].get<std::vector<int64_t>>());
       all_cases.push_back({c["input_ids"].get<std::vector<int64_t>>(), embeds});
       alone.push_back(encoded);
