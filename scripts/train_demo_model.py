@@ -6,8 +6,9 @@ Hugging Face layout (config.json, model.safetensors, tokenizer.json, processor_c
     python3 -m pip install torch==2.15.0 transformers==5.17.0 torchvision==0.29.2 pillow numpy
     python3 scripts/train_demo_model.py --out tests/fixtures/blip2-shapes-opt
 
-Everything is seeded (torch's CPU kernels round by thread count and instruction set, so a rerun
-elsewhere may land on slightly different weights). Takes 13.5 minutes on 2 cores. Steps:
+Everything is seeded: a rerun on the same machine and thread count gives the same bytes (checked);
+torch's CPU kernels round by thread count and instruction set, so elsewhere the weights may differ
+slightly. Takes 13.5 minutes on 2 cores. Steps:
   1. a byte-level BPE tokenizer trained on the world's sentences (OPT's layout: "</s>" is BOS,
      the newline ends a caption, as in the released blip2-opt checkpoints);
   2. training on freshly drawn scenes (no image is seen twice), captions with the empty prompt and
