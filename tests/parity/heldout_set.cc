@@ -1,5 +1,7 @@
 #include "tests/parity/heldout_set.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -8,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "engine/model/safetensors.h"
+#include "tests/catch.h"
 
 namespace blip2::testing {
 
@@ -76,6 +79,15 @@ std::string Score::Summary() const {
   std::string out = absl::StrCat(right_, "/", total_, " (", 100.0 * rate(), "%)");
   for (const std::string& w : wrong_) absl::StrAppend(&out, "; ", w);
   return out;
+}
+
+void CheckMostlyRight(const std::string& what, const Score& captions, const Score& answers) {
+  std::printf("SEMANTIC %s: captions %s | answers %s\n", what.c_str(), captions.Summary().c_str(),
+              answers.Summary().c_str());
+  INFO(what << ": captions " << captions.Summary());
+  CHECK(captions.rate() >= 0.9);
+  INFO(what << ": answers " << answers.Summary());
+  CHECK(answers.rate() >= 0.9);
 }
 
 }  // namespace blip2::testing

@@ -48,4 +48,8 @@ class Score {
   std::vector<std::string> wrong_;
 };
 
+// Prints "SEMANTIC <what>: captions ... | answers ..." (the numbers in notes)
+// and checks that at least 90% of each are right.
+void CheckMostlyRight(const std::string& what, const Score& captions, const Score& answers);
+
 }  // namespace blip2::testing
