@@ -94,7 +94,7 @@ if [[ $phase != bench ]]; then
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/generation_parity_tests 2>&1 | grep PARITY > "$out/gpu_parity.txt"
     BLIP2_TEST_DEVICE=cuda timeout 60 build-gpu/tests/image_path_parity_tests 2>&1 | grep PARITY >> "$out/gpu_parity.txt"
     step "semantic: the demo model's held-out scenes on CUDA in float32, float16 and bfloat16 (>= 90% right)"
-    BLIP2_TEST_DEVICE=cuda BLIP2_SEMANTIC_DTYPES=float32,float16,bfloat16 timeout 120 build-gpu/tests/semantic_tests \
+    BLIP2_TEST_DEVICE=cuda BLIP2_SEMANTIC_DTYPES=float32,float16,bfloat16,float16+int8,bfloat16+int8 timeout 120 build-gpu/tests/semantic_tests \
       2>&1 | tee "$out/gpu_semantic.txt" | grep -E "SEMANTIC|passed|failed"
     (( PIPESTATUS[0] == 0 )) || tests_rc=1
   fi

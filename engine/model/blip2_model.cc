@@ -46,11 +46,23 @@ absl::StatusOr<std::unique_ptr<Blip2Model>> Blip2Model::Load(const EngineOptions
   if (with_language_model) {
     ASSIGN_OR_RETURN(model->tokenizer, LoadTokenizer(c, options.model_dir));
   }
+  ASSIGN_OR_RETURN(const LinearWeights lm_linears, ParseQuantization(options.quantization));
+  if (lm_linears == LinearWeights::kInt8) {
+    if (!with_language_model || c.is_retrieval()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quantization \"int8\" applies to the language model, and ", options.model_dir,
+          c.is_retrieval() ? " is a retrieval checkpoint (it has none)" : " is loaded without it"));
+    }
+    RETURN_IF_ERROR(CheckInt8Supported(model->device, model->dtype));
+    // T5's feed-forward output runs in float32 under float16 (below).
+    if (model->dtype == at::kHalf) RETURN_IF_ERROR(CheckInt8Supported(model->device, at::kFloat));
+  }
   ASSIGN_OR_RETURN(model->checkpoint, Checkpoint::Open(options.model_dir));
   const auto start = std::chrono::steady_clock::now();
   try {
     c10::InferenceMode guard;
     WeightLoader weights(*model->checkpoint, model->device);
+    const WeightLoader lm_weights(*model->checkpoint, model->device, lm_linears);
     ASSIGN_OR_RETURN(ImagePath path, ImagePath::Load(weights, c, model->dtype));
     model->image_path.emplace(std::move(path));
     if (c.is_retrieval() && c.qformer.use_qformer_text_input) {
@@ -58,24 +70,26 @@ absl::StatusOr<std::unique_ptr<Blip2Model>> Blip2Model::Load(const EngineOptions
       model->retrieval.emplace(std::move(heads));
     }
     if (with_language_model && c.language_model == LanguageModelKind::kOpt) {
-      ASSIGN_OR_RETURN(OptDecoder opt, OptDecoder::Load(weights, c.opt, c.image_token_index, model->dtype));
+      ASSIGN_OR_RETURN(OptDecoder opt, OptDecoder::Load(lm_weights, c.opt, c.image_token_index, model->dtype));
       model->opt.emplace(std::move(opt));
     } else if (with_language_model) {
-      ASSIGN_OR_RETURN(T5Model t5, T5Model::Load(weights, c.t5, c.image_token_index, model->dtype));
+      ASSIGN_OR_RETURN(T5Model t5, T5Model::Load(lm_weights, c.t5, c.image_token_index, model->dtype));
       model->t5.emplace(std::move(t5));
     }
   } catch (const std::exception& e) {
     return StatusFromException(e, absl::StrCat("loading ", options.model_dir));
   }
+  // Every weight is copied out; the mapping would only keep file pages resident.
+  model->checkpoint.reset();
   common::LogInfo("engine", absl::StrFormat(
-      "loaded %s (vision %dx%d, Q-Former %dx%d, %d queries%s) on %s in %s in %.2f s", options.model_dir,
+      "loaded %s (vision %dx%d, Q-Former %dx%d, %d queries%s) on %s in %s%s in %.2f s", options.model_dir,
       c.vision.num_hidden_layers, c.vision.hidden_size, c.qformer.num_hidden_layers, c.qformer.hidden_size,
       c.num_query_tokens,
       !with_language_model ? ""
       : c.language_model == LanguageModelKind::kOpt
           ? absl::StrFormat(", OPT %dx%d", c.opt.num_hidden_layers, c.opt.hidden_size)
           : absl::StrFormat(", T5 %d+%dx%d", c.t5.num_layers, c.t5.num_decoder_layers, c.t5.d_model),
-      options.device, options.dtype,
+      options.device, options.dtype, lm_linears == LinearWeights::kInt8 ? " (language model int8)" : "",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
   return model;
 }

@@ -18,6 +18,9 @@ struct EngineOptions {
   std::string model_dir;
   std::string device = "cpu";     // "cpu", "cuda", "cuda:N"
   std::string dtype = "float32";  // vision and projections; the Q-Former is always float32
+  // "" or "none": weights in `dtype`. "int8": the language model's linear
+  // layers as per-output-channel int8 (weights.h), computed in `dtype`.
+  std::string quantization = "none";
 };
 
 // A dense float32 tensor copied to host memory, row-major.

@@ -270,6 +270,48 @@ std::vector<std::string> Checkpoint::Names() const {
   return names;
 }
 
+namespace {
+
+// Applies `advice` to the pages that lie wholly inside [data, data + nbytes)
+// of a mapping at [base, base + size): a page shared with a neighbouring
+// tensor is left alone (it is released with that neighbour, or stays).
+void AdvisePages(const void* base, size_t size, const std::byte* data, size_t nbytes, int advice, bool inner_only) {
+  if (base == nullptr || nbytes == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const auto end = begin + nbytes;
+  const auto lo = inner_only ? (begin + page - 1) / page * page : begin / page * page;
+  const auto hi = inner_only ? end / page * page : std::min((end + page - 1) / page * page,
+                                                            reinterpret_cast<uintptr_t>(base) + size);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
+}
+
+}  // namespace
+
+void SafetensorsFile::Prefetch(const TensorView& view) const {
+  AdvisePages(mapping_, size_, view.data, view.nbytes, MADV_WILLNEED, /*inner_only=*/false);
+}
+
+void SafetensorsFile::Release(const TensorView& view) const {
+  AdvisePages(mapping_, size_, view.data, view.nbytes, MADV_DONTNEED, /*inner_only=*/true);
+}
+
+const SafetensorsFile* Checkpoint::FileOf(const TensorView& view) const {
+  for (const auto& file : files_) {
+    const auto* base = static_cast<const std::byte*>(file->mapping_);
+    if (view.data >= base && view.data + view.nbytes <= base + file->size_) return file.get();
+  }
+  return nullptr;
+}
+
+void Checkpoint::Prefetch(const TensorView& view) const {
+  if (const SafetensorsFile* file = FileOf(view)) file->Prefetch(view);
+}
+
+void Checkpoint::Release(const TensorView& view) const {
+  if (const SafetensorsFile* file = FileOf(view)) file->Release(view);
+}
+
 std::string EncodeSafetensors(const std::vector<TensorToWrite>& tensors) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;

@@ -121,7 +121,7 @@ at::Tensor T5Model::Residual(const at::Tensor& h, const at::Tensor& out) const {
 at::Tensor T5Model::Feed(const FeedForward& f, const at::Tensor& x) const {
   const at::Tensor hidden = config_.is_gated_act ? Activate(f.wi_0(x), config_.dense_act_fn) * f.wi_1(x)
                                                  : Activate(f.wi(x), config_.dense_act_fn);
-  return f.wo(hidden.to(f.wo.weight.scalar_type()));
+  return f.wo(hidden.to(f.wo.dtype()));
 }
 
 at::Tensor T5Model::Head(at::Tensor h) const {

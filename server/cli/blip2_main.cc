@@ -25,7 +25,7 @@ constexpr char kUsage[] =
     "         [--early-stopping true|false|never] [--num-return-sequences N] [--temperature T]\n"
     "         [--top-p P] [--top-k K] [--seed S] [--repetition-penalty R]\n"
     "         [--no-repeat-ngram-size N] [--stop TEXT ...] [--stream] [--ids [--logprobs K]]\n"
-    "         [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16]\n"
+    "         [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16] [--quantization none|int8]\n"
     "      Captions the image (no prompt) or continues the prompt; --question Q uses\n"
     "      the checkpoints' \"Question: Q Answer:\" prompt. Prints one line of text per\n"
     "      returned sequence, streams it (--stream), or prints the new token ids (--ids),\n"

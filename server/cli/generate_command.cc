@@ -127,7 +127,7 @@ int RunRequestsFile(engine::Engine& engine, const std::string& path, int64_t max
 }  // namespace
 
 int RunGenerate(const std::vector<std::string>& args) {
-  std::vector<std::string> known = {"model", "image", "prompt", "question", "device", "dtype", "max-image-pixels",
+  std::vector<std::string> known = {"model", "image", "prompt", "question", "device", "dtype", "quantization", "max-image-pixels",
                                     "requests", "kv-cache-mb", "max-prompt-tokens"};
   known.insert(known.end(), DecodingFlagNames().begin(), DecodingFlagNames().end());
   auto flags = CliFlags::Parse(args, known, {"stream", "ids"});
@@ -153,7 +153,8 @@ int RunGenerate(const std::vector<std::string>& args) {
   engine::EngineConfig config;
   config.kv_cache_bytes = *kv_mb << 20;
   config.max_prompt_tokens = *max_prompt_tokens;
-  auto engine = engine::Engine::Start({model_dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32")}, config);
+  auto engine = engine::Engine::Start(
+      {model_dir, flags->Get("device", "cpu"), flags->Get("dtype", "float32"), flags->Get("quantization", "none")}, config);
   if (!engine.ok()) return Fail(engine.status());
   if (flags->Has("requests")) return RunRequestsFile(**engine, flags->Get("requests", ""), *max_pixels);
 

@@ -158,6 +158,10 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   if (c.drain_grace_seconds() < 0) return absl::InvalidArgumentError("drain_grace_seconds must not be negative");
   RETURN_IF_ERROR(Positive(c.preprocess_threads(), "preprocess_threads"));
   if (c.intra_op_threads() < 0) return absl::InvalidArgumentError("intra_op_threads must not be negative");
+  if (!c.quantization().empty() && c.quantization() != "none" && c.quantization() != "int8") {
+    return absl::InvalidArgumentError(absl::StrCat("quantization must be \"none\" or \"int8\", got \"",
+                                                   c.quantization(), "\""));
+  }
   RETURN_IF_ERROR(Positive(c.batching().max_num_seqs(), "batching.max_num_seqs"));
   RETURN_IF_ERROR(Positive(c.batching().max_batched_tokens(), "batching.max_batched_tokens"));
   RETURN_IF_ERROR(Positive(c.batching().vision_max_batch(), "batching.vision_max_batch"));
@@ -202,7 +206,7 @@ absl::Status ValidateServerConfig(const config::ServerConfig& c) {
   return absl::OkStatus();
 }
 
-engine::EngineOptions ToEngineOptions(const config::ServerConfig& c) { return {c.model_dir(), c.device(), c.dtype()}; }
+engine::EngineOptions ToEngineOptions(const config::ServerConfig& c) { return {c.model_dir(), c.device(), c.dtype(), c.quantization()}; }
 
 engine::EngineConfig ToEngineConfig(const config::ServerConfig& c) {
   engine::EngineConfig e;

@@ -1,5 +1,6 @@
-// Half precision (float16, bfloat16) against float32 on the same weights,
-// data-driven over any fixtures folder (BLIP2_FIXTURES_DIR).
+// Half precision (float16, bfloat16) and int8 weights (quantization "int8",
+// in float32) against float32 on the same weights, data-driven over any
+// fixtures folder (BLIP2_FIXTURES_DIR). "half" below stands for either.
 //
 // How far half precision may stray is not a constant: it depends on the
 // dtype, on the CPU's kernel family and thread count, and above all on how
@@ -97,14 +98,28 @@ at::Tensor StepRow(const at::Tensor& logits, size_t steps, size_t step) {
   return rows[rows.size(0) - static_cast<int64_t>(steps) - 1 + static_cast<int64_t>(step)];
 }
 
-std::unique_ptr<engine::Blip2Model> LoadOrDie(const std::string& dir, const std::string& dtype) {
-  auto m = engine::Blip2Model::Load({dir, TestDevice(), dtype}, true);
-  INFO(dir << " " << dtype << ": " << m.status().ToString());
+std::unique_ptr<engine::Blip2Model> LoadOrDie(const std::string& dir, const std::string& dtype,
+                                              const std::string& quantization = "") {
+  auto m = engine::Blip2Model::Load({dir, TestDevice(), dtype, quantization}, true);
+  INFO(dir << " " << dtype << " " << quantization << ": " << m.status().ToString());
   REQUIRE(m.ok());
   return std::move(*m);
 }
 
-TEST_CASE("parity: half-precision logits and greedy ids against float32") {
+// What is checked against float32, and the error model its sensitivity is
+// measured with: rounding every weight to float16 or bfloat16 (u: unit
+// roundoff), or rounding the language model's linear weights to per-channel
+// int8, computed in float32 (Int8NoiseCheckpoint; u: half a step of a row's
+// largest weight, 1/254, the floor of S).
+struct Variant {
+  std::string label, dtype, quantization;
+  double u;
+};
+const std::vector<Variant> kVariants = {{"float16", "float16", "", std::ldexp(1.0, -11)},
+                                        {"bfloat16", "bfloat16", "", std::ldexp(1.0, -8)},
+                                        {"float32+int8", "float32", "int8", 1.0 / 254}};
+
+TEST_CASE("parity: half-precision and int8 logits and greedy ids against float32") {
   const std::vector<FixtureModel> models = DiscoverModels(FixturesDir());
   int folders = 0;
   for (const CaseFolder& folder : DiscoverCaseFolders(FixturesDir())) {
@@ -118,12 +133,15 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
       ref_greedy.push_back(RunGreedy(*f32, cases.back()));
       ref_logits.push_back(TeacherForced(*f32, cases.back(), ref_greedy.back().ids));
     }
-    for (const auto& [dtype, u] :
-         std::vector<std::pair<std::string, double>>{{"float16", std::ldexp(1.0, -11)}, {"bfloat16", std::ldexp(1.0, -8)}}) {
+    for (const Variant& variant : kVariants) {
+      const std::string& dtype = variant.label;
+      const double u = variant.u;
       double sensitivity = 0;
       std::vector<std::vector<double>> step_sensitivity(cases.size());  // [case][greedy step]
       for (uint64_t seed : {1, 2}) {
-        const auto perturbed = LoadOrDie(PerturbedCheckpoint(folder.dir, u, seed), "float32");
+        const auto perturbed = LoadOrDie(variant.quantization.empty() ? PerturbedCheckpoint(folder.dir, u, seed)
+                                                                      : Int8NoiseCheckpoint(folder.dir, seed),
+                                         "float32");
         for (size_t i = 0; i < cases.size(); ++i) {
           const at::Tensor logits = TeacherForced(*perturbed, cases[i], ref_greedy[i].ids);
           sensitivity = std::max(sensitivity, RelativeL2(logits, ref_logits[i]));
@@ -136,7 +154,7 @@ TEST_CASE("parity: half-precision logits and greedy ids against float32") {
         }
       }
       sensitivity = std::max(sensitivity, u);  // never below the dtype's own resolution
-      const auto half = LoadOrDie(folder.dir, dtype);
+      const auto half = LoadOrDie(folder.dir, variant.dtype, variant.quantization);
       double worst = 0, worst_step = 0, worst_step_ratio = 0;
       int equal_steps = 0, diverged = 0;
       for (size_t i = 0; i < cases.size(); ++i) {

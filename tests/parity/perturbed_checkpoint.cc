@@ -1,6 +1,7 @@
 #include "tests/parity/perturbed_checkpoint.h"
 
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -21,9 +22,10 @@ std::optional<at::ScalarType> FloatType(engine::DType dtype) {
   }
 }
 
-}  // namespace
+// What `noise` returns for a float weight: the perturbed weight, float32.
+using Noise = std::function<at::Tensor(const std::string& name, const at::Tensor& w, at::Generator& rng)>;
 
-std::string PerturbedCheckpoint(const std::string& model_dir, double relative, uint64_t seed) {
+std::string NoisyCheckpoint(const std::string& model_dir, uint64_t seed, const Noise& noise) {
   namespace fs = std::filesystem;
   auto checkpoint = engine::Checkpoint::Open(model_dir);
   REQUIRE(checkpoint.ok());
@@ -34,8 +36,7 @@ std::string PerturbedCheckpoint(const std::string& model_dir, double relative, u
     engine::TensorToWrite out{name, view.dtype, view.shape, {}};
     if (const auto type = FloatType(view.dtype)) {
       const at::Tensor w = at::from_blob(const_cast<std::byte*>(view.data), view.shape, *type).to(at::kFloat);
-      const at::Tensor noise = at::rand(view.shape, rng, at::kFloat) * (2 * relative) - relative;
-      const at::Tensor perturbed = (w * (1 + noise)).contiguous();
+      const at::Tensor perturbed = noise(name, w, rng).contiguous();
       out.dtype = engine::DType::kF32;
       out.bytes.assign(static_cast<const char*>(perturbed.data_ptr()), perturbed.nbytes());
     } else {
@@ -54,6 +55,30 @@ std::string PerturbedCheckpoint(const std::string& model_dir, double relative, u
     fs::copy_file(e.path(), dir + "/" + file);
   }
   return dir;
+}
+
+}  // namespace
+
+std::string PerturbedCheckpoint(const std::string& model_dir, double relative, uint64_t seed) {
+  return NoisyCheckpoint(model_dir, seed, [&](const std::string&, const at::Tensor& w, at::Generator& rng) {
+    return w * (1 + (at::rand(w.sizes(), rng, at::kFloat) * (2 * relative) - relative));
+  });
+}
+
+bool IsQuantizedLinear(const std::string& name, const std::vector<int64_t>& shape) {
+  if (shape.size() != 2 || name.rfind("language_model.", 0) != 0) return false;
+  for (const char* kept : {"embed", "lm_head", "shared", "relative_attention_bias"}) {
+    if (name.find(kept) != std::string::npos) return false;
+  }
+  return true;
+}
+
+std::string Int8NoiseCheckpoint(const std::string& model_dir, uint64_t seed) {
+  return NoisyCheckpoint(model_dir, seed, [&](const std::string& name, const at::Tensor& w, at::Generator& rng) {
+    if (!IsQuantizedLinear(name, w.sizes().vec())) return w;
+    const at::Tensor step = w.abs().amax(1, /*keepdim=*/true) / 127.0;
+    return w + (at::rand(w.sizes(), rng, at::kFloat) - 0.5) * step;
+  });
 }
 
 }  // namespace blip2::testing

@@ -2,9 +2,10 @@
 // (a folder with heldout.json, such as the demo model) captions and answers its
 // held-out scenes through the serving engine, all requests at once, and at
 // least 90% of captions and of answers must be right. The dtypes come from
-// $BLIP2_SEMANTIC_DTYPES (comma separated; default float32, float16 and
-// bfloat16, as the GPU script runs them too), the device from
-// $BLIP2_TEST_DEVICE.
+// $BLIP2_SEMANTIC_DTYPES (comma separated; "DTYPE+int8" for the language
+// model's weights in int8 computed in DTYPE; default float32, float16,
+// bfloat16, float32+int8 and bfloat16+int8, as the GPU script runs them too),
+// the device from $BLIP2_TEST_DEVICE.
 #include <cstdlib>
 
 #include "absl/strings/str_split.h"
@@ -22,7 +23,7 @@ namespace {
 
 std::vector<std::string> Dtypes() {
   const char* env = std::getenv("BLIP2_SEMANTIC_DTYPES");
-  return absl::StrSplit(env != nullptr && *env != '\0' ? env : "float32,float16,bfloat16", ',', absl::SkipEmpty());
+  return absl::StrSplit(env != nullptr && *env != '\0' ? env : "float32,float16,bfloat16,float32+int8,bfloat16+int8", ',', absl::SkipEmpty());
 }
 
 struct Pending {
@@ -38,7 +39,8 @@ TEST_CASE("semantic: trained fixture models caption and answer held-out scenes c
     auto spec = engine::LoadModelSpec(set.model_dir);
     REQUIRE(spec.ok());
     for (const std::string& dtype : Dtypes()) {
-      auto engine = engine::Engine::Start({set.model_dir, TestDevice(), dtype});
+      const std::vector<std::string> parts = absl::StrSplit(dtype, '+');
+      auto engine = engine::Engine::Start({set.model_dir, TestDevice(), parts[0], parts.size() > 1 ? parts[1] : ""});
       INFO(set.name << " " << dtype << ": " << engine.status().ToString());
       REQUIRE(engine.ok());
       std::vector<Pending> captions, answers;

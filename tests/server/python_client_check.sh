@@ -6,7 +6,9 @@ set -euo pipefail
 blip2=$1 stubs=$2 model=$3 image=$4
 py=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --target "$BLIP2_TARGET" caption "$image")
 cpp=$("$blip2" client caption --target "$BLIP2_TARGET" --image "$image")
-local_text=$("$blip2" generate --model "$model" --image "$image" 2>/dev/null)
+# The same thread count as the server (intra_op_threads: 1): the same sums in
+# the same order, so the same greedy text; another count may flip a near tie.
+local_text=$(OMP_NUM_THREADS=1 "$blip2" generate --model "$model" --image "$image" 2>/dev/null)
 echo "python: $(printf %q "$py")"
 [ -n "$py" ] && [ "$py" == "$cpp" ] && [ "$py" == "$local_text" ]
 batch=$(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" --stubs "$stubs" --max-new-tokens 4 batch "$image" "$image")

@@ -11,7 +11,9 @@ client=(/usr/bin/python3 "$(dirname "$0")/../../clients/python/blip2_client.py" 
 question="what animal is this?"
 py=$("${client[@]}" --max-new-tokens 8 answer "$image" "$question")
 cpp=$("$blip2" client answer --target "$BLIP2_TARGET" --image "$image" --question "$question" --max-new-tokens 8)
-local_text=$("$blip2" generate --model "$model" --image "$image" --question "$question" --max-new-tokens 8 2>/dev/null)
+# The same thread count as the server (intra_op_threads: 1): the same sums in
+# the same order, so the same greedy text; another count may flip a near tie.
+local_text=$(OMP_NUM_THREADS=1 "$blip2" generate --model "$model" --image "$image" --question "$question" --max-new-tokens 8 2>/dev/null)
 echo "answer: python $(printf %q "$py"), C++ $(printf %q "$cpp"), generate $(printf %q "$local_text")"
 [ -n "$py" ] && [ "$py" == "$cpp" ] && [ "$py" == "$local_text" ]
 opts=(--num-beams 3 --num-return-sequences 2 --max-new-tokens 6)
