@@ -115,6 +115,8 @@ def main():
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--hf-batches", default="1,8")
     parser.add_argument("--iters", type=int, default=3)
+    # Room for 16 captions of 53 tokens of OPT-2.7b in float32 (655 KB a token) without preemption.
+    parser.add_argument("--kv-cache-mb", type=int, default=1024)
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "real_size_cpu.json"))
     args = parser.parse_args()
@@ -146,7 +148,8 @@ def main():
         out = os.path.join(logs, f"ours-{config}.json")
         run([os.path.join(args.build, "benchmarks", "real_size_bench"), "--model", folder, "--dtype", dtype,
              "--quantization", quant or "none", "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
-             "--concurrency", args.concurrency, "--iters", str(args.iters), "--out", out], out + ".log")
+             "--concurrency", args.concurrency, "--iters", str(args.iters), "--kv-cache-mb", str(args.kv_cache_mb),
+             "--out", out], out + ".log")
         with open(out) as f:
             ours = json.load(f)
         ours["config"] = config

@@ -2,6 +2,8 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <malloc.h>
+
 #include <chrono>
 #include <cstring>
 
@@ -81,6 +83,12 @@ absl::StatusOr<std::unique_ptr<Blip2Model>> Blip2Model::Load(const EngineOptions
   }
   // Every weight is copied out; the mapping would only keep file pages resident.
   model->checkpoint.reset();
+#ifdef __GLIBC__
+  // Loading freed a float32 copy of every quantized layer and every converted
+  // tensor; glibc keeps freed chunks below its mmap threshold (which grows to
+  // 32 MB as large blocks come and go) in the heap, resident. Hand them back.
+  malloc_trim(0);
+#endif
   common::LogInfo("engine", absl::StrFormat(
       "loaded %s (vision %dx%d, Q-Former %dx%d, %d queries%s) on %s in %s%s in %.2f s", options.model_dir,
       c.vision.num_hidden_layers, c.vision.hidden_size, c.qformer.num_hidden_layers, c.qformer.hidden_size,

@@ -37,13 +37,20 @@ void Tile(const float* x, int64_t k, const int8_t* w, const float* scales, float
   const int64_t k_main = k / kStep * kStep;
   for (int64_t o = n_begin; o < n_end; ++o) {
     const int8_t* row = w + o * k;
+    // The loops over m and u are unrolled so that the accumulators live in
+    // registers (left rolled, GCC keeps the array on the stack: a load and a
+    // store per multiply-add).
     __m256 acc[MT][U];
+#pragma GCC unroll 8
     for (int m = 0; m < MT; ++m) {
+#pragma GCC unroll 4
       for (int u = 0; u < U; ++u) acc[m][u] = _mm256_setzero_ps();
     }
     for (int64_t i = 0; i < k_main; i += kStep) {
+#pragma GCC unroll 4
       for (int u = 0; u < U; ++u) {
         const __m256 wf = LoadWeights(row + i + 8 * u);
+#pragma GCC unroll 8
         for (int m = 0; m < MT; ++m) {
           acc[m][u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * k + i + 8 * u), wf, acc[m][u]);
         }

@@ -2,8 +2,9 @@
 // fixture model (heldout.json beside its weights) is sent as a PNG file to
 // Caption and, for each of its questions, to Answer, from eight client threads
 // at once, float32 on the CPU; at least 90% of captions and of answers must be
-// right. tests/parity/semantic_test.cc checks the same through the engine in
-// other dtypes and on the GPU.
+// right; then again with the language model in int8 (quantization: int8 in
+// the server's config). tests/parity/semantic_test.cc checks the same through
+// the engine in other dtypes and on the GPU.
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -32,8 +33,15 @@ std::string Png(const engine::RgbImage& image) {
 TEST_CASE("semantic: the demo model captions and answers held-out scenes correctly through the server") {
   const std::vector<HeldoutSet> sets = DiscoverHeldoutSets(FixturesDir());
   REQUIRE_FALSE(sets.empty());
+  std::vector<std::pair<const HeldoutSet*, std::string>> runs;  // each set, dense then int8
   for (const HeldoutSet& set : sets) {
-    TestServer server(TestConfig(set.model_dir));
+    for (const char* quantization : {"none", "int8"}) runs.emplace_back(&set, quantization);
+  }
+  for (const auto& [set_pointer, quantization] : runs) {
+    const HeldoutSet& set = *set_pointer;
+    config::ServerConfig cfg = TestConfig(set.model_dir);
+    cfg.set_quantization(quantization);
+    TestServer server(cfg);
     std::mutex mu;
     Score captions, answers;
     std::vector<std::string> failures;
@@ -80,7 +88,7 @@ TEST_CASE("semantic: the demo model captions and answers held-out scenes correct
     INFO(failures.size() << " calls failed, first: " << (failures.empty() ? "" : failures[0]));
     CHECK(failures.empty());
     CHECK(captions.total() == static_cast<int>(set.items.size()));
-    CheckMostlyRight(set.name + " through gRPC (float32, cpu)", captions, answers);
+    CheckMostlyRight(set.name + " through gRPC (float32, quantization " + quantization + ", cpu)", captions, answers);
   }
 }
 

@@ -53,6 +53,19 @@ TEST_CASE("Configuration errors name the field") {
   cfg.set_model_dir("/m");
   cfg.mutable_limits()->set_max_concurrent_streams(0);
   CHECK_THAT(server::ValidateServerConfig(cfg).ToString(), Catch::Contains("limits.max_concurrent_streams"));
+  cfg = server::DefaultServerConfig();
+  cfg.set_model_dir("/m");
+  for (const char* ok : {"", "none", "int8"}) {
+    cfg.set_quantization(ok);
+    CHECK(server::ValidateServerConfig(cfg).ok());
+  }
+  cfg.set_quantization("int4");
+  CHECK_THAT(server::ValidateServerConfig(cfg).ToString(),
+             Catch::Contains("quantization must be \"none\" or \"int8\", got \"int4\""));
+  // From a flag, as `blip2 serve --quantization int8` sets it.
+  auto int8 = ServerConfigFromArgs({"--model_dir", "/m", "--quantization", "int8"}, {}, &own);
+  REQUIRE(int8.ok());
+  CHECK(int8->quantization() == "int8");
 }
 
 TEST_CASE("Metrics render in the Prometheus text format") {

@@ -56,7 +56,7 @@ TEST_CASE("int8: the product matches float64 for decode-sized and prefill-sized 
   c10::InferenceMode guard;
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     // k = 77 leaves a tail after the vector loop; 3 and 13 rows mix tile sizes.
-    for (int64_t rows : {1, 2, 3, 8, 13, 16, 17, 40}) {
+    for (int64_t rows : {1, 2, 3, 8, 13, 16, 17, 40, 64, 65, 100}) {
       const Linear l = RandomInt8Linear(77, 50, dtype, /*bias=*/rows % 2 == 1);
       const at::Tensor x = at::randn({rows, 77}).to(dtype);
       const at::Tensor y = l(x);
