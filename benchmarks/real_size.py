@@ -173,24 +173,24 @@ def main():
     print_table(result)
 
 
+def table_row(label, r, rates):
+    m = r["memory_ready"]
+    return (f"| {label} | {r['ready_s']:.1f} ({r['load_s']:.1f}) | {m['peak_rss_gb']:.2f} | "
+            f"{m['rss_gb']:.2f} ({m['rss_anon_gb']:.2f} + {m['rss_file_gb']:.2f}) | {r['ttft_s']:.2f} | "
+            f"{r['ms_per_token_batch1']:.0f} ({r['floor_ms_per_token']:.0f}) | {rates} |")
+
+
 def print_table(result):
     print(f"\n{result['shape']} ({result['checkpoint_gb']:.1f} GB {result['disk_dtype']} on disk), "
           f"{result['machine']['cores']} cores, streamed read {result['machine']['stream_read_gb_s']:.1f} GB/s\n")
     print("| | ready s (load) | peak RSS GB | steady RSS GB (anon + file) | TTFT s | ms/token (floor) | captions/s |")
     print("|---|---|---|---|---|---|---|")
     for r in result["ours"]:
-        m = r["memory_ready"]
         rates = ", ".join(f"{c['concurrent']}: {c['captions_per_s']:.3f}" for c in r["concurrent"])
-        print(f"| ours {r['config']} | {r['ready_s']:.1f} ({r['load_s']:.1f}) | {m['peak_rss_gb']:.2f} | "
-              f"{m['rss_gb']:.2f} ({m['rss_anon_gb']:.2f} + {m['rss_file_gb']:.2f}) | {r['ttft_s']:.2f} | "
-              f"{r['ms_per_token_batch1']:.0f} ({r['floor_ms_per_token']:.0f}) | {rates} |")
+        print(table_row(f"ours {r['config']}", r, rates))
     for r in result["transformers"]:
-        m = r["memory_ready"]
         rates = ", ".join(f"batch {b['batch']}: {b['captions_per_s']:.3f}" for b in r["batches"])
-        print(f"| transformers {r['dtype']} | {r['ready_s']:.1f} ({r['load_s']:.1f}) | {m['peak_rss_gb']:.2f} | "
-              f"{m['rss_gb']:.2f} ({m['rss_anon_gb']:.2f} + {m['rss_file_gb']:.2f}) | {r['ttft_s']:.2f} | "
-              f"{r['ms_per_token_batch1']:.0f} ({r['floor_ms_per_token']:.0f}) | {rates} |")
-
+        print(table_row(f"transformers {r['dtype']}", r, rates))
 
 if __name__ == "__main__":
     main()

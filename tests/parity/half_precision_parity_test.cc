@@ -26,6 +26,10 @@
 // made by make_fixtures.py with other shapes and seeds (where S is 4-6 times
 // larger for T5); transformers' own half precision shows 0.6 to 1.0 by the
 // same measure. A wrong cache, position or mask costs far more than 8S.
+// int8 (float32+int8, S from int8-sized rounding noise on the quantized
+// weights): at most 1.24S teacher-forced and 2.61x per step on the bundled
+// fixtures, default kernels with 2 threads on an AVX2 machine (the float16
+// and bfloat16 ratios there: up to 1.12S and 4.10x).
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
