@@ -1,10 +1,11 @@
-// Products with int8 weights for the few rows a decode step has, on CPUs with
-// AVX2 and FMA. LibTorch's weight-only int8 matmul (at::_weight_int8pack_mm)
-// was measured on an AVX2 machine at 2.2 GB/s of weights with bfloat16 inputs
-// and 0.5 GB/s with float32 ones, far below the 10 GB/s the memory streams
-// (docs/performance.md, "int8 weights"); this kernel reads the weights once
-// per tile of up to eight rows and converts them in registers. Raw pointers,
-// no LibTorch: the caller (Linear in weights.cc) checks shapes and dtypes.
+// Products with int8 weights for the few rows a decode step or a caption's
+// prefill has, on CPUs with AVX2 and FMA. LibTorch's weight-only int8 matmul
+// (at::_weight_int8pack_mm) was measured on an AVX2 machine at 1.1 GB/s of
+// weights with float32 inputs and 0.8 with float16 (8.3 with bfloat16, 3.3 at
+// eight rows), against the 18 GB/s the memory streams (docs/performance.md,
+// "int8 kernel"); this kernel reads the weights once per tile of up to eight
+// rows and converts them in registers. Raw pointers, no LibTorch: the caller
+// (Linear in weights.cc) checks shapes and dtypes.
 #pragma once
 
 #include <cstdint>
