@@ -37,6 +37,11 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 KEPT_FLOAT = ("embed", "lm_head", "shared", "relative_attention_bias")
 
 
+def quantized(name, shape):
+    """Whether quantization "int8" stores this tensor as int8."""
+    return len(shape) == 2 and name.startswith("language_model.") and not any(k in name for k in KEPT_FLOAT)
+
+
 def safetensors_headers(folder):
     files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
     for name in files:
@@ -66,7 +71,7 @@ def decode_bytes(folder, dtype, int8):
             head = head if head is not None else numel  # tied: the head reads it
         elif "embed_positions" in name:
             continue
-        elif int8 and len(shape) == 2 and not any(k in name for k in KEPT_FLOAT):
+        elif int8 and quantized(name, shape):
             total += numel  # one byte each
         else:
             total += numel * size

@@ -14,8 +14,10 @@ import sys
 import torch
 from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "gpu"), HERE]
 import make_checkpoint as shapes  # noqa: E402
+from real_size import quantized  # noqa: E402  (the engine's int8 rule, once)
 
 CONFIGS = {
     "blip2-opt-2.7b": (shapes.OPT_27B_TEXT, 50265),
@@ -23,12 +25,6 @@ CONFIGS = {
     "blip2-flan-t5-xl": (shapes.FLAN_T5_XL_TEXT, 32100),
     "blip2-flan-t5-xxl": (shapes.FLAN_T5_XXL_TEXT, 32100),
 }
-KEPT = ("embed", "lm_head", "shared", "relative_attention_bias")
-
-
-def quantized(name, shape):
-    return len(shape) == 2 and name.startswith("language_model.") and not any(k in name for k in KEPT)
-
 
 def main():
     print("| checkpoint | parameters | float32 | bfloat16 / float16 | float32 + int8 | bfloat16 + int8 |")

@@ -1,5 +1,5 @@
 // Compiled with -mavx2 -mfma (engine/CMakeLists.txt) and called only after a
-// run-time check that the CPU has both (int8_matmul.cc). Plain C++ on raw
+// run-time check that the CPU has both (Linear in weights.cc). Plain C++ on raw
 // pointers: no LibTorch or standard-library templates here, whose inline
 // copies compiled for AVX2 could be picked by the linker for other callers.
 #include <immintrin.h>

@@ -178,7 +178,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(const EngineOptions& optio
     }
     EngineOptions second = options;
     second.model_dir = retrieval_model_dir;
-    second.quantization = "";  // it has no language model to quantize
+    second.quantization = "none";  // it has no language model to quantize
     ASSIGN_OR_RETURN(std::unique_ptr<ModelRoom> room, LoadModelRoom(second, config));
     if (!room->serves_retrieval()) {
       return absl::InvalidArgumentError(absl::StrCat("retrieval_model_dir ", retrieval_model_dir,
