@@ -26,6 +26,7 @@ CONFIGS = {
     "blip2-flan-t5-xxl": (shapes.FLAN_T5_XXL_TEXT, 32100),
 }
 
+
 def main():
     print("| checkpoint | parameters | float32 | bfloat16 / float16 | float32 + int8 | bfloat16 + int8 |")
     print("|---|---|---|---|---|---|")
